@@ -1,0 +1,42 @@
+# keras-cvdm: `make demo` and `make test` set up .venv themselves on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BACKENDS ?= tensorflow jax torch
+DEMO_BACKEND ?= tensorflow
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo lint benchmarks clean
+
+$(STAMP): pyproject.toml requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The whole suite once per backend; torch runs single-threaded (fragile with 2 threads
+# on 2 shared cores). Every backend runs even if an earlier one fails.
+test: $(STAMP)
+	@status=0; \
+	for backend in $(BACKENDS); do \
+	  echo "=== pytest, KERAS_BACKEND=$$backend ==="; \
+	  threads=$$([ $$backend = torch ] && echo 1 || echo 2); \
+	  KERAS_BACKEND=$$backend OMP_NUM_THREADS=$$threads TF_CPP_MIN_LOG_LEVEL=2 \
+	    $(PY) -m pytest -q $(PYTEST_ARGS) tests || status=1; \
+	done; \
+	exit $$status
+
+demo: $(STAMP)
+	KERAS_BACKEND=$(DEMO_BACKEND) TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/keras-cvdm demo --output demo_output
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check keras_cvdm tests benchmarks examples
+
+benchmarks: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PY) benchmarks/train_speed.py
+
+clean:
+	rm -rf $(VENV) demo_output

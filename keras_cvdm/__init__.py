@@ -1,0 +1,22 @@
+"""keras-cvdm: Conditional Variational Diffusion Models in Keras 3.
+
+A conditional diffusion model whose noise schedule is learned per pixel and conditioned
+on the measurement, for scientific inverse problems (quantitative phase imaging,
+super-resolution microscopy), with per-pixel uncertainty from posterior samples.
+"""
+
+from keras_cvdm import layers, losses, schedules
+from keras_cvdm.model import CVDM
+from keras_cvdm.schedules import CosineSchedule, LearnedSchedule, LinearSchedule
+from keras_cvdm.version import __version__
+
+__all__ = [
+    "CVDM",
+    "CosineSchedule",
+    "LearnedSchedule",
+    "LinearSchedule",
+    "__version__",
+    "layers",
+    "losses",
+    "schedules",
+]

@@ -1,0 +1,31 @@
+"""Backend-specific code: the only package that imports tensorflow, jax or torch.
+
+`CVDMTrainer` is the `train_step`/`test_step` mix-in for the active Keras backend; each
+one differentiates the same backend-free `CVDM.compute_loss_terms`.
+"""
+
+import keras
+
+_BACKEND = keras.backend.backend()
+
+if _BACKEND == "tensorflow":
+    from keras_cvdm.backend.tensorflow_trainer import CVDMTrainer
+elif _BACKEND == "jax":
+    from keras_cvdm.backend.jax_trainer import CVDMTrainer
+elif _BACKEND == "torch":
+    from keras_cvdm.backend.torch_trainer import CVDMTrainer
+else:
+
+    class CVDMTrainer:
+        """Training is not available on this backend."""
+
+        def train_step(self, *args, **kwargs):
+            raise NotImplementedError(
+                f"keras-cvdm trains on the tensorflow, jax and torch backends; the active "
+                f"backend is {_BACKEND!r}. Set KERAS_BACKEND to one of those."
+            )
+
+        test_step = train_step
+
+
+__all__ = ["CVDMTrainer"]

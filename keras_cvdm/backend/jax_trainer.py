@@ -1,0 +1,63 @@
+"""JAX training step: `jax.value_and_grad` over a stateless evaluation of the shared loss."""
+
+import jax
+from keras import StatelessScope
+from keras.utils import unpack_x_y_sample_weight
+
+
+def _stateless(model, mapping, fn):
+    """Run `fn()` with the model's variables mapped to values; return (result, scope)."""
+    with StatelessScope(state_mapping=mapping) as scope:
+        result = fn()
+    return result, scope
+
+
+def _current(scope, variables):
+    values = []
+    for v in variables:
+        new = scope.get_current_value(v)
+        values.append(v.value if new is None else new)
+    return values
+
+
+class CVDMTrainer:
+    def _stateless_loss(self, trainable, non_trainable, optimizer_variables, x, y, training):
+        mapping = list(zip(self.trainable_variables, trainable))
+        mapping += list(zip(self.non_trainable_variables, non_trainable))
+        if optimizer_variables is not None:
+            mapping += list(zip(self.optimizer.variables, optimizer_variables))
+
+        def fn():
+            total, terms = self.compute_loss_terms(x, y, training=training)
+            scaled = self.optimizer.scale_loss(total) if optimizer_variables is not None else total
+            return scaled, total, terms
+
+        (scaled, total, terms), scope = _stateless(self, mapping, fn)
+        return scaled, (total, terms, _current(scope, self.non_trainable_variables))
+
+    def _stateless_trackers(self, metrics_variables, total, terms):
+        mapping = list(zip(self.metrics_variables, metrics_variables))
+        logs, scope = _stateless(self, mapping, lambda: self._update_trackers(total, terms))
+        return logs, _current(scope, self.metrics_variables)
+
+    def train_step(self, state, data):
+        trainable, non_trainable, optimizer_variables, metrics_variables = state
+        x, y, _ = unpack_x_y_sample_weight(data)
+        grad_fn = jax.value_and_grad(self._stateless_loss, has_aux=True)
+        (_, (total, terms, non_trainable)), grads = grad_fn(
+            trainable, non_trainable, optimizer_variables, x, y, True
+        )
+        trainable, optimizer_variables = self.optimizer.stateless_apply(
+            optimizer_variables, grads, trainable
+        )
+        logs, metrics_variables = self._stateless_trackers(metrics_variables, total, terms)
+        return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)
+
+    def test_step(self, state, data):
+        trainable, non_trainable, metrics_variables = state
+        x, y, _ = unpack_x_y_sample_weight(data)
+        _, (total, terms, non_trainable) = self._stateless_loss(
+            trainable, non_trainable, None, x, y, False
+        )
+        logs, metrics_variables = self._stateless_trackers(metrics_variables, total, terms)
+        return logs, (trainable, non_trainable, metrics_variables)

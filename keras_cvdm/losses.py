@@ -1,0 +1,96 @@
+"""The terms of the CVDM training loss, as functions of tensors (`keras.ops` only).
+
+For one example with `t ~ U(0, 1)` and fresh noise ε (della Maggiora et al., ICLR 2024,
+eqs. 10–13; DESIGN.md §1):
+
+    L = w_ε ‖ε − ε̂‖² + w_β L_β + w_prior L_prior + w_γ α L_γ
+
+Every term is averaged over pixels and channels and then over the batch, so the
+numbers do not depend on the image size.
+"""
+
+from keras import ops
+
+
+def _mean_per_example(values):
+    """Mean over every axis but the batch axis."""
+    return ops.mean(ops.reshape(values, (ops.shape(values)[0], -1)), axis=-1)
+
+
+def noise_loss(eps, eps_hat):
+    """`‖ε − ε̂‖²` per example (mean over pixels)."""
+    return _mean_per_example(ops.square(ops.cast(eps, "float32") - ops.cast(eps_hat, "float32")))
+
+
+def beta_loss(dgamma, beta, gamma, gamma_t0, gamma_t1):
+    """`L_β = (∂tγ + β γ)² + (γ(t₀) − 1)² + γ(t₁)²` per example.
+
+    The first part holds the schedule to its ODE `∂tγ = −β γ` at the sampled `t`; the
+    other two are the boundary conditions at `t₀ = 1/T` and `t₁ = 1 − 1/T`.
+    """
+    return (
+        _mean_per_example(ops.square(dgamma + beta * gamma))
+        + _mean_per_example(ops.square(gamma_t0 - 1.0))
+        + _mean_per_example(ops.square(gamma_t1))
+    )
+
+
+def prior_loss(y, gamma_t1):
+    """`KL(N(√γ₁ y, 1 − γ₁) ‖ N(0, 1))` per example, `γ₁ = γ(t₁, x)`, mean over pixels."""
+    y = ops.cast(y, "float32")
+    variance = 1.0 - gamma_t1
+    kl = 0.5 * (variance + gamma_t1 * ops.square(y) - 1.0 - ops.log(variance))
+    return _mean_per_example(ops.broadcast_to(kl, ops.shape(y)))
+
+
+def snr_series_second_derivative(gamma, dgamma, d2gamma, order=1):
+    """`∂t² S_n` for `S_n = γ + γ² + … + γⁿ` (the n-term series of `SNR = γ/(1 − γ)`).
+
+    `∂t² γᵏ = k(k − 1) γᵏ⁻² (∂tγ)² + k γᵏ⁻¹ ∂t²γ`.
+    """
+    if order < 1:
+        raise ValueError(f"The SNR series order must be >= 1, got {order}.")
+    total = d2gamma
+    for k in range(2, order + 1):
+        total = total + k * (k - 1) * gamma ** (k - 2) * ops.square(dgamma)
+        total = total + k * gamma ** (k - 1) * d2gamma
+    return total
+
+
+def gamma_loss(gamma, dgamma, d2gamma, order=1):
+    """`L_γ = (∂t² S_n)²` per example (mean over pixels): keeps the SNR's curvature small."""
+    return _mean_per_example(ops.square(snr_series_second_derivative(gamma, dgamma, d2gamma, order)))
+
+
+def cvdm_loss_terms(eps, eps_hat, y, terms_t, gamma_t0, gamma_t1, order=1):
+    """The four unweighted terms, each averaged over the batch.
+
+    Args:
+        eps, eps_hat: the drawn noise and the denoiser's prediction, `(B, H, W, C)`.
+        y: the diffusion target (after any residual / zero-mean transform).
+        terms_t: the schedule's output at the sampled `t` (`gamma`, `beta`, `dgamma`,
+            `d2gamma`).
+        gamma_t0, gamma_t1: γ at `t₀ = 1/T` and `t₁ = 1 − 1/T`.
+        order: `n` of the SNR series in `L_γ`.
+
+    Returns:
+        Dict with scalar `noise_loss`, `beta_loss`, `prior_loss`, `gamma_loss`.
+    """
+    g, dg, d2g = terms_t["gamma"], terms_t["dgamma"], terms_t["d2gamma"]
+    return {
+        "noise_loss": ops.mean(noise_loss(eps, eps_hat)),
+        "beta_loss": ops.mean(beta_loss(dg, terms_t["beta"], g, gamma_t0, gamma_t1)),
+        "prior_loss": ops.mean(prior_loss(y, gamma_t1)),
+        "gamma_loss": ops.mean(gamma_loss(g, dg, d2g, order)),
+    }
+
+
+def weighted_total(terms, noise_weight=1.0, beta_weight=2.0, prior_weight=2.0, gamma_weight=2.0,
+                   alpha=1e-3):
+    """`w_ε L_ε + w_β L_β + w_prior L_prior + w_γ α L_γ` (defaults: the reference's 1, 2, 2, 2)."""
+    return (
+        noise_weight * terms["noise_loss"]
+        + beta_weight * terms["beta_loss"]
+        + prior_weight * terms["prior_loss"]
+        + gamma_weight * alpha * terms["gamma_loss"]
+    )

@@ -1,0 +1,380 @@
+"""The CVDM model: a conditional diffusion model whose noise schedule is learned."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_cvdm import losses, schedules, validation
+from keras_cvdm.backend import CVDMTrainer
+from keras_cvdm.layers.conv_net import ConvNet
+from keras_cvdm.layers.unet import UNetDenoiser
+
+_TERM_NAMES = ("noise_loss", "beta_loss", "prior_loss", "gamma_loss")
+
+
+@keras.saving.register_keras_serializable(package="keras_cvdm")
+class CVDM(CVDMTrainer, keras.Model):
+    """Conditional Variational Diffusion Model.
+
+    Learns `p(y | x)` with a diffusion whose variance schedule `γ(t, x)` is learned per
+    pixel and conditioned on the measurement `x` (della Maggiora et al., ICLR 2024).
+    `fit` trains the denoiser and the schedule together with the regularised loss
+    `L_ε + w_β L_β + w_prior L_prior + w_γ α L_γ`; `predict_samples` and
+    `predict_uncertainty` draw posterior samples.
+
+    Args:
+        target_channels: channels of `y`.
+        schedule: `"learned"` (CVDM), `"linear"` or `"cosine"` (a conventional
+            conditional DDPM), or a `keras_cvdm.schedules.Schedule` layer.
+        denoiser: the noise predictor, called as `denoiser([z_t, x, gamma],
+            training=...)` and returning ε̂ with `z_t`'s shape. Default: a
+            `UNetDenoiser(target_channels)`.
+        noise_weight, beta_weight, prior_weight, gamma_weight: weights of the loss
+            terms (defaults: the reference implementation's 1, 2, 2, 2).
+        alpha: the extra factor of `L_γ` (1e-3).
+        snr_order: `n` of the SNR series in `L_γ`.
+        residual: diffuse `y − x[..., :target_channels]` instead of `y` (when x and y
+            share a grid, as in super-resolution).
+        zero_mean: learn a mean network `μ(x)` with MSE and diffuse `y − μ(x)`.
+        target_scale: the diffused quantity is divided by this (residual / zero-mean
+            targets are often small).
+        mean_weight: weight of the mean network's MSE (`zero_mean=True` only).
+        num_timesteps: `T`; the boundary terms sit at `t₀ = 1/T` and `t₁ = 1 − 1/T`,
+            and it is the default number of sampling steps.
+        seed: seed of the model's `SeedGenerator` (times and noise during training).
+
+    Examples:
+    >>> model = CVDM(target_channels=1, denoiser=UNetDenoiser(1, widths=(8, 16)))
+    >>> model.compile(optimizer=keras.optimizers.Adam(1e-4))
+    >>> x = np.random.rand(8, 16, 16, 2).astype("float32")
+    >>> y = np.random.rand(8, 16, 16, 1).astype("float32")
+    >>> history = model.fit(x, y, epochs=1, verbose=0)
+
+    References:
+        della Maggiora et al., "Conditional Variational Diffusion Models", ICLR 2024
+        (arXiv:2312.02246).
+    """
+
+    def __init__(
+        self,
+        target_channels=1,
+        schedule="learned",
+        denoiser=None,
+        noise_weight=1.0,
+        beta_weight=2.0,
+        prior_weight=2.0,
+        gamma_weight=2.0,
+        alpha=1e-3,
+        snr_order=1,
+        residual=False,
+        zero_mean=False,
+        target_scale=1.0,
+        mean_weight=1.0,
+        num_timesteps=200,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if residual and zero_mean:
+            raise ValueError("Choose residual=True or zero_mean=True, not both.")
+        if target_scale <= 0:
+            raise ValueError(f"target_scale must be positive, got {target_scale}.")
+        if num_timesteps < 2:
+            raise ValueError(f"num_timesteps must be at least 2, got {num_timesteps}.")
+        self.target_channels = int(target_channels)
+        self.schedule = schedules.get(schedule, self.target_channels)
+        if isinstance(denoiser, dict):
+            denoiser = keras.saving.deserialize_keras_object(denoiser)
+        self.denoiser = denoiser if denoiser is not None else UNetDenoiser(
+            self.target_channels, name="denoiser"
+        )
+        self.noise_weight = float(noise_weight)
+        self.beta_weight = float(beta_weight)
+        self.prior_weight = float(prior_weight)
+        self.gamma_weight = float(gamma_weight)
+        self.alpha = float(alpha)
+        self.snr_order = int(snr_order)
+        self.residual = bool(residual)
+        self.zero_mean = bool(zero_mean)
+        self.target_scale = float(target_scale)
+        self.mean_weight = float(mean_weight)
+        self.num_timesteps = int(num_timesteps)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+        self.mean_network = (
+            ConvNet(self.target_channels, filters=32, depth=4, name="mean_network")
+            if self.zero_mean
+            else None
+        )
+        names = ("loss",) + _TERM_NAMES + (("mean_loss",) if self.zero_mean else ())
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        self._condition_shape = None
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def build_default(cls, condition_shape, target_channels=1, **kwargs):
+        """A CVDM with the default U-Net, built for `condition_shape = (H, W, C)`."""
+        model = cls(target_channels=target_channels, **kwargs)
+        model.build((None,) + tuple(condition_shape))
+        return model
+
+    @property
+    def downsampling_factor(self):
+        """Image height and width must be multiples of this."""
+        return int(getattr(self.denoiser, "downsampling_factor", 1))
+
+    @property
+    def condition_channels(self):
+        """Channels of `x` the model was built for (None before it is built)."""
+        return None if self._condition_shape is None else self._condition_shape[-1]
+
+    def build(self, input_shape):
+        """Create all weights for conditions of shape `(N, H, W, C)`.
+
+        Accepts the condition shape, or the shapes `[z_t, x, t]` of `call`'s inputs.
+        """
+        shape = tuple(input_shape)
+        if shape and isinstance(shape[0], (list, tuple)):
+            shape = tuple(shape[1])
+        validation.check_condition_shape(shape, multiple=1)
+        if shape[-1] is None:
+            raise ValueError("The condition's channel count must be known to build the model.")
+        self._condition_shape = (None, None, None, int(shape[-1]))
+        if not self.schedule.built:
+            self.schedule.build(self._condition_shape)
+        # One concrete pass through every sub-network creates all weights; convolution
+        # weights do not depend on the image size.
+        side = 2 * self.downsampling_factor
+        x = ops.zeros((1, side, side, self.condition_channels))
+        y = ops.zeros((1, side, side, self.target_channels))
+        self.compute_loss_terms(x, y, t=ops.full((1,), 0.5), eps=ops.zeros_like(y))
+        self.built = True
+
+    def get_build_config(self):
+        if self._condition_shape is None:
+            return None
+        return {"condition_shape": list(self._condition_shape)}
+
+    def build_from_config(self, config):
+        if config and "condition_shape" in config:
+            self.build(tuple(config["condition_shape"]))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "target_channels": self.target_channels,
+                "schedule": keras.saving.serialize_keras_object(self.schedule),
+                "denoiser": keras.saving.serialize_keras_object(self.denoiser),
+                "noise_weight": self.noise_weight,
+                "beta_weight": self.beta_weight,
+                "prior_weight": self.prior_weight,
+                "gamma_weight": self.gamma_weight,
+                "alpha": self.alpha,
+                "snr_order": self.snr_order,
+                "residual": self.residual,
+                "zero_mean": self.zero_mean,
+                "target_scale": self.target_scale,
+                "mean_weight": self.mean_weight,
+                "num_timesteps": self.num_timesteps,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("schedule", "denoiser"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+    # ------------------------------------------------------------------ the maths
+
+    def schedule_map(self, x):
+        """λ(x), the per-pixel noise-rate map of the learned schedule, as numpy.
+
+        `(N, H, W, target_channels)` for the learned schedule; ones `(N, 1, 1, 1)` for
+        a fixed one. Large λ: the pixel is noised fast (its SNR falls far).
+        """
+        x = self._prepare_condition(x)
+        return ops.convert_to_numpy(self.schedule.schedule_map(x))
+
+    def gamma(self, t, x):
+        """γ(t, x) as numpy, for a scalar `t` or one `t` per input."""
+        x = self._prepare_condition(x)
+        t = ops.broadcast_to(ops.convert_to_tensor(t, "float32"), (ops.shape(x)[0],))
+        return ops.convert_to_numpy(self.schedule.gamma(t, self.schedule.schedule_map(x)))
+
+    def diffusion_target(self, x, y):
+        """The quantity diffused: `y`, `y − x[..., :C]` or `y − μ(x)`, over `target_scale`."""
+        return (y - self._target_offset(x)) / self.target_scale
+
+    def target_from_diffusion(self, x, d):
+        """Invert `diffusion_target`: map a diffused-space sample back to `y`."""
+        return d * self.target_scale + self._target_offset(x)
+
+    def _target_offset(self, x):
+        if self.residual:
+            if x.shape[-1] is not None and x.shape[-1] < self.target_channels:
+                raise ValueError(
+                    f"residual=True needs x to have at least target_channels="
+                    f"{self.target_channels} channels; it has {x.shape[-1]}."
+                )
+            return ops.cast(x[..., : self.target_channels], "float32")
+        if self.zero_mean:
+            return ops.cast(ops.stop_gradient(self.mean_network(x)), "float32")
+        return ops.zeros((), "float32")
+
+    def call(self, inputs, training=False):
+        """One denoiser evaluation: `[z_t, x, t] → ε̂(z_t, x, γ(t, x))`.
+
+        `t` holds one time per example. Sampling is `predict_samples`.
+        """
+        z_t, x, t = inputs
+        gamma = self.schedule.gamma(t, self.schedule.schedule_map(x))
+        return self.denoiser([z_t, x, gamma], training=training)
+
+    def compute_loss_terms(self, x, y, t=None, eps=None, training=False):
+        """The total loss and its unweighted terms for a batch (backend-free).
+
+        Args:
+            x, y: condition and target batches, `(B, H, W, ·)`.
+            t: times `(B,)`; drawn `U(0, 1)` from the model's seed generator if None.
+            eps: noise with `y`'s shape; drawn from the seed generator if None.
+            training: passed to the denoiser.
+
+        Returns:
+            `(total, terms)`: the weighted scalar loss and a dict of the scalar terms
+            (`noise_loss`, `beta_loss`, `prior_loss`, `gamma_loss`, and `mean_loss`
+            with `zero_mean=True`).
+        """
+        validation.check_pair_shapes(
+            x.shape, y.shape, self.target_channels, self.condition_channels,
+            self.downsampling_factor,
+        )
+        x = ops.cast(x, "float32")
+        y = ops.cast(y, "float32")
+        batch = ops.shape(y)[0]
+        target = self.diffusion_target(x, y)
+        if t is None:
+            t = keras.random.uniform((batch,), seed=self.seed_generator)
+        if eps is None:
+            eps = keras.random.normal(ops.shape(target), seed=self.seed_generator)
+        t = ops.cast(t, "float32")
+        eps = ops.cast(eps, "float32")
+
+        lam = self.schedule.schedule_map(x)  # once per input
+        terms_t = self.schedule.terms(t, lam)
+        edge = 1.0 / self.num_timesteps
+        gamma_t0 = self.schedule.gamma(ops.full((batch,), edge), lam)
+        gamma_t1 = self.schedule.gamma(ops.full((batch,), 1.0 - edge), lam)
+
+        gamma = terms_t["gamma"]
+        z_t = ops.sqrt(gamma) * target + ops.sqrt(1.0 - gamma) * eps
+        eps_hat = self.denoiser([z_t, x, gamma], training=training)
+
+        terms = losses.cvdm_loss_terms(
+            eps, eps_hat, target, terms_t, gamma_t0, gamma_t1, self.snr_order
+        )
+        total = losses.weighted_total(
+            terms, self.noise_weight, self.beta_weight, self.prior_weight,
+            self.gamma_weight, self.alpha,
+        )
+        if self.zero_mean:
+            mean = ops.cast(self.mean_network(x), "float32")
+            terms["mean_loss"] = ops.mean(ops.square(mean - y))
+            total = total + self.mean_weight * terms["mean_loss"]
+        return total, terms
+
+    # ------------------------------------------------------------------ training plumbing
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def _update_trackers(self, total, terms):
+        """Update the Mean trackers and return the logs (used by every backend)."""
+        self.trackers["loss"].update_state(total)
+        for name, value in terms.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def _prepare_condition(self, x):
+        """Validate a condition array (numpy or tensor) and build the model if needed."""
+        if not hasattr(x, "shape") or isinstance(x, (list, tuple)):
+            x = np.asarray(x)
+        if isinstance(x, np.ndarray):
+            validation.check_condition_shape(x.shape, self.condition_channels, 1)
+            validation.check_finite(x, "x")
+            x = x.astype("float32")
+        if not self.built:
+            self.build(x.shape)
+        validation.check_condition_shape(x.shape, self.condition_channels, 1)
+        return ops.convert_to_tensor(x, "float32")
+
+    def _check_training_data(self, x, y):
+        """Validate the first batch of `fit`/`evaluate` data and build the model from it."""
+        first = _peek_batch(x, y)
+        if first is None:
+            if not self.built:
+                raise ValueError(
+                    "Cannot infer the condition shape from this data source. Call "
+                    "model.build((None, H, W, C)) before fit(), or pass numpy arrays, a "
+                    "keras.utils.PyDataset, a tf.data.Dataset or a torch DataLoader."
+                )
+            return
+        bx, by = first
+        if by is None:
+            raise ValueError(
+                "CVDM needs (x, y) pairs: pass fit(x, y) with arrays, or a dataset that "
+                "yields (condition, target) tuples."
+            )
+        bx, by = np.asarray(bx), np.asarray(by)
+        validation.check_pair_shapes(
+            bx.shape, by.shape, self.target_channels, self.condition_channels,
+            self.downsampling_factor,
+        )
+        validation.check_finite(bx, "x")
+        validation.check_finite(by, "y")
+        if not self.built:
+            self.build(bx.shape)
+
+    def fit(self, x=None, y=None, **kwargs):
+        self._check_training_data(x, y)
+        validation_data = kwargs.get("validation_data")
+        if validation_data is not None:
+            if isinstance(validation_data, (tuple, list)):
+                self._check_training_data(*validation_data[:2])
+            else:
+                self._check_training_data(validation_data, None)
+        return super().fit(x, y, **kwargs)
+
+    def evaluate(self, x=None, y=None, **kwargs):
+        self._check_training_data(x, y)
+        return super().evaluate(x, y, **kwargs)
+
+
+def _peek_batch(x, y):
+    """The first `(x, y)` batch of a data source as numpy, or None if it can't be peeked."""
+    if isinstance(x, np.ndarray) or (hasattr(x, "shape") and hasattr(x, "dtype")):
+        return np.asarray(x), (None if y is None else np.asarray(y))
+    module = type(x).__module__
+    batch = None
+    if isinstance(x, keras.utils.PyDataset):
+        if len(x) == 0:
+            raise ValueError("The PyDataset is empty (len() == 0).")
+        batch = x[0]
+    elif module.startswith("tensorflow") and hasattr(x, "take"):
+        batch = next(iter(x.take(1)), None)
+    elif module.startswith("torch.utils.data"):
+        batch = next(iter(x), None)
+    if batch is None:
+        return None
+    if isinstance(batch, dict) or not isinstance(batch, (tuple, list)):
+        return np.asarray(batch), None
+    bx = batch[0]
+    by = batch[1] if len(batch) > 1 else None
+    return np.asarray(bx), (None if by is None else np.asarray(by))

@@ -1,0 +1,283 @@
+"""Noise schedules: the learned, condition-dependent schedule of CVDM and fixed baselines.
+
+Every schedule has the form
+
+    γ(t, x) = exp(−λ(x) · Φ(t)),        β(t, x) = λ(x) · τ(t)
+
+with `Φ(0) = 0` and `Φ' > 0`. The fixed schedules use `λ ≡ 1` and `τ = Φ'` exactly; the
+learned schedule has a per-pixel `λ(x)` from a schedule network and monotone networks for
+`Φ` and `τ`. All of them answer the same two questions:
+
+- `schedule_map(x)`: `λ(x)`, computed once per input;
+- `terms(t, lam)`: γ, β, ∂tγ and ∂t²γ at times `t` (one per example), in closed form.
+
+Schedule arithmetic runs in float32 whatever the global dtype policy.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_cvdm.layers.conv_net import ConvNet
+from keras_cvdm.layers.monotone_time import MonotoneTime
+from keras_cvdm.numerics import clip_gamma
+
+class Schedule(keras.layers.Layer):
+    """Base class of the schedules: `γ(t, x) = exp(−λ(x) Φ(t))`, `β = λ τ(t)`.
+
+    Subclasses implement `time_terms(t) -> (Φ, Φ', Φ'', τ)` and, when γ depends on the
+    condition, `schedule_map(x) -> λ(x)`.
+
+    Call arguments:
+        t: times, shape `(B,)`.
+        x: condition images `(B, H, W, C)`.
+
+    Returns (from `call` and `terms`):
+        A dict with `gamma` (clipped to `[1e-6, 1 − 1e-5]`), `beta`, `dgamma` (∂tγ),
+        `d2gamma` (∂t²γ), each broadcastable to `(B, H, W, target_channels)`.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    #: whether γ depends on the condition x.
+    conditional = False
+
+    def schedule_map(self, x):
+        """λ(x): `ones((B, 1, 1, 1))` for a fixed schedule."""
+        x = ops.convert_to_tensor(x)
+        return ops.ones((ops.shape(x)[0], 1, 1, 1), dtype=self.compute_dtype)
+
+    def time_terms(self, t):
+        raise NotImplementedError
+
+    def terms(self, t, lam):
+        """γ, β, ∂tγ, ∂t²γ at times `t` (shape `(B,)`) for a precomputed `lam = λ(x)`."""
+        t = ops.reshape(ops.cast(t, self.compute_dtype), (-1, 1, 1, 1))
+        lam = ops.cast(lam, self.compute_dtype)
+        phi, dphi, d2phi, tau = self.time_terms(t)
+        gamma = ops.exp(-lam * phi)
+        return {
+            "gamma": clip_gamma(gamma),
+            "beta": lam * tau,
+            "dgamma": -lam * dphi * gamma,
+            "d2gamma": gamma * (ops.square(lam * dphi) - lam * d2phi),
+        }
+
+    def gamma(self, t, lam):
+        """γ(t, x) only (clipped), for a precomputed `lam = λ(x)`."""
+        t = ops.reshape(ops.cast(t, self.compute_dtype), (-1, 1, 1, 1))
+        phi = self.time_terms(t)[0]
+        return clip_gamma(ops.exp(-ops.cast(lam, self.compute_dtype) * phi))
+
+    def call(self, t, x):
+        return self.terms(t, self.schedule_map(x))
+
+
+@keras.saving.register_keras_serializable(package="keras_cvdm")
+class LinearSchedule(Schedule):
+    """The linear-β schedule of DDPM in continuous time (Song et al.'s VP-SDE).
+
+    `β(t) = β₀ + (β₁ − β₀) t`, so `Φ(t) = β₀ t + (β₁ − β₀) t² / 2` and
+    `γ(t) = exp(−Φ(t))`, independent of the condition.
+
+    Args:
+        beta_min: `β₀`, the noise rate at `t = 0`.
+        beta_max: `β₁`, the noise rate at `t = 1`; `γ(1) = exp(−(β₀ + β₁)/2)`.
+
+    Examples:
+    >>> s = LinearSchedule(beta_min=0.1, beta_max=20.0)
+    >>> out = s(keras.ops.array([0.0, 0.5, 1.0]), keras.ops.zeros((3, 8, 8, 1)))
+
+    References:
+        Ho et al., "Denoising Diffusion Probabilistic Models", NeurIPS 2020.
+        Song et al., "Score-Based Generative Modeling through SDEs", ICLR 2021.
+    """
+
+    def __init__(self, beta_min=0.1, beta_max=20.0, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= beta_min < beta_max:
+            raise ValueError(
+                f"LinearSchedule needs 0 <= beta_min < beta_max, got beta_min={beta_min}, "
+                f"beta_max={beta_max}."
+            )
+        self.beta_min = float(beta_min)
+        self.beta_max = float(beta_max)
+
+    def time_terms(self, t):
+        slope = self.beta_max - self.beta_min
+        dphi = self.beta_min + slope * t
+        phi = self.beta_min * t + 0.5 * slope * ops.square(t)
+        d2phi = ops.full_like(t, slope)
+        return phi, dphi, d2phi, dphi
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"beta_min": self.beta_min, "beta_max": self.beta_max})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_cvdm")
+class CosineSchedule(Schedule):
+    """The cosine schedule, parameterised by its log-SNR endpoints.
+
+    `γ(t) = cos²(a t + b) / cos²(b)` with `b = arctan(exp(−snr_max/2))` and
+    `a = arctan(exp(−snr_min/2)) − b`, so that `γ(0) = 1` and the log-SNR runs from about
+    `logsnr_max` to `logsnr_min` (Nichol & Dhariwal's schedule; the endpoints are what a
+    user tunes).
+
+    Args:
+        logsnr_min: log-SNR at `t = 1` (more negative: noisier end).
+        logsnr_max: log-SNR at `t = 0`.
+
+    References:
+        Nichol & Dhariwal, "Improved Denoising Diffusion Probabilistic Models", ICML 2021.
+    """
+
+    def __init__(self, logsnr_min=-10.0, logsnr_max=10.0, **kwargs):
+        super().__init__(**kwargs)
+        if not logsnr_min < logsnr_max:
+            raise ValueError(
+                f"CosineSchedule needs logsnr_min < logsnr_max, got {logsnr_min} >= {logsnr_max}."
+            )
+        self.logsnr_min = float(logsnr_min)
+        self.logsnr_max = float(logsnr_max)
+        self._b = math.atan(math.exp(-0.5 * self.logsnr_max))
+        self._a = math.atan(math.exp(-0.5 * self.logsnr_min)) - self._b
+
+    def time_terms(self, t):
+        a, b = self._a, self._b
+        u = a * t + b
+        tan_u = ops.tan(u)
+        phi = -2.0 * ops.log(ops.cos(u)) + 2.0 * math.log(math.cos(b))
+        dphi = 2.0 * a * tan_u
+        d2phi = 2.0 * a * a * (1.0 + ops.square(tan_u))
+        return phi, dphi, d2phi, dphi
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"logsnr_min": self.logsnr_min, "logsnr_max": self.logsnr_max})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_cvdm")
+class LearnedSchedule(Schedule):
+    """The CVDM schedule: `β(t, x) = λ(x) τ(t)`, `γ(t, x) = exp(−λ(x) Φ(t))`.
+
+    `λ(x) = softplus(g(x))` is a per-pixel, per-output-channel map from a small conv
+    network on the condition; it is computed once per input (`schedule_map`). `Φ` is a
+    monotone network normalised to `Φ(0) = 0`, `Φ(1) = 1`, so `γ(1, x) = exp(−λ(x))`:
+    λ(x) is the log-SNR range a pixel travels. `τ(t)` is a second monotone network's
+    normalised derivative, tied to `Φ'` by the loss term `L_β` (the paper's
+    construction); with `coupling="exact"` one network gives both, `τ = Φ'`.
+
+    Args:
+        target_channels: channels of `y` (λ has one map per output channel).
+        filters: width of the schedule network `g`.
+        depth: hidden convolutions of `g`.
+        hidden_units: width of the monotone time networks.
+        initial_lambda: the initial value of λ everywhere (so the initial
+            `γ(1, x) = exp(−initial_lambda)`; 10 gives `γ(1) ≈ 4.5e-5`).
+        coupling: `"ode"` (two time networks tied by `L_β`, as in the paper) or
+            `"exact"` (`τ = Φ'`, one network).
+
+    Examples:
+    >>> s = LearnedSchedule(target_channels=1, filters=8)
+    >>> x = keras.ops.zeros((2, 16, 16, 2))
+    >>> lam = s.schedule_map(x)               # once per input
+    >>> out = s.terms(keras.ops.array([0.1, 0.7]), lam)
+    >>> out["gamma"].shape
+    (2, 16, 16, 1)
+
+    References:
+        della Maggiora et al., "Conditional Variational Diffusion Models", ICLR 2024
+        (arXiv:2312.02246), eqs. 5–9.
+    """
+
+    conditional = True
+
+    def __init__(
+        self,
+        target_channels=1,
+        filters=32,
+        depth=2,
+        hidden_units=64,
+        initial_lambda=10.0,
+        coupling="ode",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if coupling not in ("ode", "exact"):
+            raise ValueError(f"coupling must be 'ode' or 'exact', got {coupling!r}.")
+        if initial_lambda <= 0:
+            raise ValueError(f"initial_lambda must be positive, got {initial_lambda}.")
+        self.target_channels = int(target_channels)
+        self.filters = int(filters)
+        self.depth = int(depth)
+        self.hidden_units = int(hidden_units)
+        self.initial_lambda = float(initial_lambda)
+        self.coupling = coupling
+        # softplus⁻¹(initial_lambda): the output bias that makes λ start at that value.
+        inverse_softplus = self.initial_lambda + math.log(-math.expm1(-self.initial_lambda))
+        self.network = ConvNet(
+            self.target_channels,
+            filters=self.filters,
+            depth=self.depth,
+            output_bias=inverse_softplus,
+            dtype="float32",
+            name="schedule_network",
+        )
+        self.phi_network = MonotoneTime(self.hidden_units, name="phi_network")
+        self.tau_network = (
+            MonotoneTime(self.hidden_units, name="tau_network") if coupling == "ode" else None
+        )
+
+    def build(self, input_shape):
+        self.network.build(input_shape)
+        self.phi_network.build()
+        if self.tau_network is not None:
+            self.tau_network.build()
+        self.built = True
+
+    def schedule_map(self, x):
+        """λ(x) = softplus(g(x)) ≥ 0, shape `(B, H, W, target_channels)`."""
+        return ops.softplus(self.network(ops.cast(x, self.compute_dtype)))
+
+    def time_terms(self, t):
+        phi, dphi, d2phi = self.phi_network(t)
+        tau = dphi if self.tau_network is None else self.tau_network(t)[1]
+        return phi, dphi, d2phi, tau
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "target_channels": self.target_channels,
+                "filters": self.filters,
+                "depth": self.depth,
+                "hidden_units": self.hidden_units,
+                "initial_lambda": self.initial_lambda,
+                "coupling": self.coupling,
+            }
+        )
+        return config
+
+
+def get(identifier, target_channels=1):
+    """Resolve `"learned" | "linear" | "cosine" | Schedule | config dict` to a schedule layer."""
+    if isinstance(identifier, Schedule):
+        return identifier
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    if identifier == "learned":
+        return LearnedSchedule(target_channels=target_channels, name="schedule")
+    if identifier == "linear":
+        return LinearSchedule(name="schedule")
+    if identifier == "cosine":
+        return CosineSchedule(name="schedule")
+    raise ValueError(
+        f"Unknown schedule {identifier!r}. Use 'learned', 'linear', 'cosine' or a "
+        "keras_cvdm.schedules.Schedule layer."
+    )
