@@ -23,6 +23,8 @@ from keras_cvdm.layers.conv_net import ConvNet
 from keras_cvdm.layers.monotone_time import MonotoneTime
 from keras_cvdm.numerics import clip_gamma
 
+LAMBDA_FLOOR = 1e-3
+
 class Schedule(keras.layers.Layer):
     """Base class of the schedules: `γ(t, x) = exp(−λ(x) Φ(t))`, `β = λ τ(t)`.
 
@@ -166,7 +168,7 @@ class CosineSchedule(Schedule):
 class LearnedSchedule(Schedule):
     """The CVDM schedule: `β(t, x) = λ(x) τ(t)`, `γ(t, x) = exp(−λ(x) Φ(t))`.
 
-    `λ(x) = softplus(g(x))` is a per-pixel, per-output-channel map from a small conv
+    `λ(x) = softplus(g(x)) + 10⁻³` is a per-pixel, per-output-channel map from a small conv
     network on the condition; it is computed once per input (`schedule_map`). `Φ` is a
     monotone network normalised to `Φ(0) = 0`, `Φ(1) = 1`, so `γ(1, x) = exp(−λ(x))`:
     λ(x) is the log-SNR range a pixel travels. `τ(t)` is a second monotone network's
@@ -211,8 +213,8 @@ class LearnedSchedule(Schedule):
         super().__init__(**kwargs)
         if coupling not in ("ode", "exact"):
             raise ValueError(f"coupling must be 'ode' or 'exact', got {coupling!r}.")
-        if initial_lambda <= 0:
-            raise ValueError(f"initial_lambda must be positive, got {initial_lambda}.")
+        if initial_lambda <= 10 * LAMBDA_FLOOR:
+            raise ValueError(f"initial_lambda must be above 0.01, got {initial_lambda}.")
         self.target_channels = int(target_channels)
         self.filters = int(filters)
         self.depth = int(depth)
@@ -220,18 +222,23 @@ class LearnedSchedule(Schedule):
         self.initial_lambda = float(initial_lambda)
         self.coupling = coupling
         # softplus⁻¹(initial_lambda): the output bias that makes λ start at that value.
-        inverse_softplus = self.initial_lambda + math.log(-math.expm1(-self.initial_lambda))
+        start = self.initial_lambda - LAMBDA_FLOOR
+        inverse_softplus = start + math.log(-math.expm1(-start))
         self.network = ConvNet(
             self.target_channels,
             filters=self.filters,
             depth=self.depth,
             output_bias=inverse_softplus,
-            dtype="float32",
+            dtype=self.dtype_policy,
             name="schedule_network",
         )
-        self.phi_network = MonotoneTime(self.hidden_units, name="phi_network")
+        self.phi_network = MonotoneTime(
+            self.hidden_units, dtype=self.dtype_policy, name="phi_network"
+        )
         self.tau_network = (
-            MonotoneTime(self.hidden_units, name="tau_network") if coupling == "ode" else None
+            MonotoneTime(self.hidden_units, dtype=self.dtype_policy, name="tau_network")
+            if coupling == "ode"
+            else None
         )
 
     def build(self, input_shape):
@@ -242,8 +249,12 @@ class LearnedSchedule(Schedule):
         self.built = True
 
     def schedule_map(self, x):
-        """λ(x) = softplus(g(x)) ≥ 0, shape `(B, H, W, target_channels)`."""
-        return ops.softplus(self.network(ops.cast(x, self.compute_dtype)))
+        """λ(x) = softplus(g(x)) + 1e-3, shape `(B, H, W, target_channels)`.
+
+        The small floor keeps every pixel noised (γ strictly decreasing in t) even where
+        the schedule network's output saturates.
+        """
+        return ops.softplus(self.network(ops.cast(x, self.compute_dtype))) + LAMBDA_FLOOR
 
     def time_terms(self, t):
         phi, dphi, d2phi = self.phi_network(t)

@@ -261,12 +261,10 @@ class SRDataset(SimulatedDataset):
                 r = np.arange(self.psf.shape[0]) - self.psf.shape[0] // 2
                 sigma = np.sqrt(np.sum(self.psf * r[:, None] ** 2) / np.sum(self.psf))
                 target = microscopy.gaussian_psf(max(sigma / target_resolution_gain, 0.3))
-        for kernel in (self.psf, target):
-            if kernel is not None and (kernel.shape[0] > h or kernel.shape[1] > w):
-                raise ValueError(
-                    f"The PSF ({kernel.shape}) is larger than the images {self.image_shape}; "
-                    "use larger images or a smaller `size`/PSF."
-                )
+        # A PSF wider than the image is cropped to it (and renormalised): Airy rings beyond
+        # the window carry little energy and would only wrap around.
+        self.psf = _fit_kernel(self.psf, self.image_shape)
+        target = None if target is None else _fit_kernel(target, self.image_shape)
         self.target_psf = target
         self.photons = _range(photons, "photons")
         self.read_noise_std = _range(read_noise_std, "read_noise_std")
@@ -290,6 +288,20 @@ class SRDataset(SimulatedDataset):
             xs.append(self.normalization.normalize_input(x)[0])
             ys.append(self.normalization.normalize_target(y)[0])
         return np.stack(xs)[..., None], np.stack(ys)[..., None]
+
+
+def _fit_kernel(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Centre-crop a kernel to odd sides no larger than `shape`, renormalised to sum 1."""
+    size = min(kernel.shape[0], kernel.shape[1], *shape)
+    size = size if size % 2 == 1 else size - 1
+    cy, cx = kernel.shape[0] // 2, kernel.shape[1] // 2
+    r = size // 2
+    kernel = np.asarray(kernel, dtype=np.float64)
+    if kernel.shape[0] > size:
+        kernel = kernel[cy - r : cy + r + 1]
+    if kernel.shape[1] > size:
+        kernel = kernel[:, cx - r : cx + r + 1]
+    return (kernel / kernel.sum()).astype(np.float32)
 
 
 def simulate_qpi_pair(
@@ -504,7 +516,7 @@ def _stratified_kinds(num_images: int, mix: Mapping[str, float], seed: int) -> l
     counts = np.floor(quotas).astype(int)
     for i in np.argsort(-(quotas - counts), kind="stable")[: num_images - counts.sum()]:
         counts[i] += 1
-    kinds = [n for n, c in zip(names, counts) for _ in range(c)]
+    kinds = [n for n, c in zip(names, counts, strict=True) for _ in range(c)]
     order = np.random.default_rng([seed, 2**31]).permutation(num_images)
     return [kinds[i] for i in order]
 

@@ -223,4 +223,3 @@ def normalization_from_dict(config: Mapping[str, Any]) -> QPINormalization | SRN
     if kind == "sr":
         return SRNormalization.from_dict(config)
     raise ValueError(f"Unknown normalisation type {kind!r}; expected 'qpi' or 'sr'.")
-

@@ -34,7 +34,9 @@ def _shape(image_size: ImageSize) -> tuple[int, int]:
     else:
         shape = tuple(int(s) for s in image_size)
     if len(shape) != 2 or min(shape) < 8:
-        raise ValueError(f"`image_size` must be an int or (H, W) with sides >= 8, got {image_size}.")
+        raise ValueError(
+            f"`image_size` must be an int or (H, W) with sides >= 8, got {image_size}."
+        )
     return shape
 
 
@@ -99,8 +101,9 @@ def _power_law_noise(rng: np.random.Generator, shape: tuple[int, int], exponent:
 
 
 def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    yy, xx = np.meshgrid(np.arange(shape[0], dtype=np.float64),
-                         np.arange(shape[1], dtype=np.float64), indexing="ij")
+    yy, xx = np.meshgrid(
+        np.arange(shape[0], dtype=np.float64), np.arange(shape[1], dtype=np.float64), indexing="ij"
+    )
     return yy, xx
 
 
@@ -375,8 +378,9 @@ def strokes(image_size: ImageSize = 64, seed: SeedLike = None) -> np.ndarray:
     for _ in range(int(rng.integers(3, 10))):
         start = (rng.uniform(0, shape[0]), rng.uniform(0, shape[1]))
         for _ in range(int(rng.integers(1, 4))):  # a "glyph": a few joined strokes
-            ys, xs = _curve_points(rng, shape, rng.uniform(0.1, 0.4) * size,
-                                   rng.uniform(0.0, 0.15), start=start)
+            ys, xs = _curve_points(
+                rng, shape, rng.uniform(0.1, 0.4) * size, rng.uniform(0.0, 0.15), start=start
+            )
             ys_all.append(ys)
             xs_all.append(xs)
             start = (ys[-1], xs[-1])
@@ -493,9 +497,7 @@ def normalize_mix(mix: Mapping[str, float] | str | list | tuple | None, default)
         mix = {name: 1.0 for name in mix}
     unknown = [name for name in mix if name not in PHANTOMS]
     if unknown:
-        raise ValueError(
-            f"Unknown phantom kind(s) {unknown}; choose from {sorted(PHANTOMS)}."
-        )
+        raise ValueError(f"Unknown phantom kind(s) {unknown}; choose from {sorted(PHANTOMS)}.")
     weights = {name: float(w) for name, w in mix.items()}
     total = sum(weights.values())
     if total <= 0 or any(w < 0 for w in weights.values()):

@@ -243,7 +243,7 @@ def polychromatic_defocus(
         raise ValueError(f"`num_wavelengths` must be >= 1, got {num_wavelengths}.")
     phase = np.asarray(phase, dtype=np.float64)
     channels = []
-    for center, sigma, dz in zip(centers, bandwidths, defocus):
+    for center, sigma, dz in zip(centers, bandwidths, defocus, strict=True):
         if sigma > 0 and num_wavelengths > 1:
             wavelengths = center + sigma * np.linspace(-2.5, 2.5, num_wavelengths)
             weights = np.exp(-0.5 * ((wavelengths - center) / sigma) ** 2)
@@ -252,7 +252,7 @@ def polychromatic_defocus(
         _check_positive("wavelength", wavelengths)
         weights = weights / weights.sum()
         intensity = 0.0
-        for wl, w in zip(wavelengths, weights):
+        for wl, w in zip(wavelengths, weights, strict=True):
             scale = 1.0 if reference_wavelength is None else reference_wavelength / wl
             field = _field_from_phase(phase * scale, amplitude)
             intensity = intensity + w * np.abs(_propagate(field, wl, pixel_size, dz)) ** 2
@@ -260,9 +260,7 @@ def polychromatic_defocus(
     return np.stack(channels, axis=-1).astype(np.float32)
 
 
-def _inverse_laplacian(
-    source: np.ndarray, pixel_size: float, regularization: float
-) -> np.ndarray:
+def _inverse_laplacian(source: np.ndarray, pixel_size: float, regularization: float) -> np.ndarray:
     """Tikhonov-regularised solution of ∇²u = source (periodic), with zero mean.
 
     In Fourier space ∇² is `-ω²` (`ω = 2π|f|`, rad/µm); its inverse is replaced by

@@ -1,0 +1,325 @@
+"""Image input/output: PNG (Pillow) and TIFF (tifffile), float data kept.
+
+Reading (`read_image`, `read_stack`):
+
+- Float data (TIFF float32/float64) is returned unchanged.
+- Integer data is converted to float32 with a fixed scaling unless `scale=False`:
+  `uint8 / 255` and `uint16 / 65535` (so both land in `[0, 1]`); other integer types
+  (int16, int32, uint32) and booleans are cast to float32 without scaling.
+- Arrays are `(H, W)` or channels-last `(H, W, C)`; multi-page TIFFs are stacks
+  `(N, H, W[, C])`.
+
+Writing (`write_image`, `write_stack`):
+
+- TIFF keeps the array's dtype (float32 round-trips exactly).
+- PNG stores integers only: uint8 and uint16 arrays are written as they are; float
+  arrays must lie in `[0, 1]` and are written as `round(x · 65535)` in a 16-bit PNG
+  (`dtype="uint16"`, the default) or `round(x · 255)` (`dtype="uint8"`), so reading them
+  back with `scale=True` returns `x` to within half a quantisation step.
+- An existing file is never replaced unless `overwrite=True`.
+
+Pillow and tifffile are optional dependencies, imported when first needed
+(`pip install keras-cvdm[io]`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+PNG_EXTENSIONS = (".png",)
+TIFF_EXTENSIONS = (".tif", ".tiff")
+PILLOW_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IMAGE_EXTENSIONS = TIFF_EXTENSIONS + PILLOW_EXTENSIONS
+"""File extensions `read_image` understands (case-insensitive)."""
+
+_INSTALL_HINT = "Install the image IO extra: pip install keras-cvdm[io]"
+
+
+def _import_tifffile():
+    try:
+        import tifffile
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"Reading and writing TIFF files needs `tifffile`. {_INSTALL_HINT}"
+        ) from err
+    return tifffile
+
+
+def _import_pillow():
+    try:
+        from PIL import Image
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"Reading and writing PNG/JPEG files needs Pillow. {_INSTALL_HINT}"
+        ) from err
+    return Image
+
+
+def _suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        raise ValueError(
+            f"Unsupported image file type {suffix!r} for {path}; use one of {IMAGE_EXTENSIONS}."
+        )
+    return suffix
+
+
+def _scale(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / np.float32(255.0)
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / np.float32(65535.0)
+    if np.issubdtype(image.dtype, np.floating):
+        return image
+    return image.astype(np.float32)
+
+
+def to_grayscale(image: np.ndarray) -> np.ndarray:
+    """Channels-last colour image → luminance (ITU-R BT.601 weights); 2-D input unchanged.
+
+    An alpha channel (4th) is dropped; 2-channel images (gray + alpha) keep channel 0.
+
+    Args:
+        image: `(H, W)` or `(H, W, C)`.
+
+    Returns:
+        `(H, W)` float array (float32 for integer input).
+
+    Examples:
+        >>> import numpy as np
+        >>> to_grayscale(np.ones((2, 2, 3))).shape
+        (2, 2)
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        return image
+    if image.ndim != 3:
+        raise ValueError(f"Expected (H, W) or (H, W, C), got shape {image.shape}.")
+    dtype = image.dtype if np.issubdtype(image.dtype, np.floating) else np.float32
+    if image.shape[-1] in (1, 2):
+        return image[..., 0].astype(dtype)
+    weights = np.array([0.299, 0.587, 0.114])
+    return (image[..., :3].astype(np.float64) @ weights).astype(dtype)
+
+
+def read_image(path: str | os.PathLike, *, scale: bool = True, as_gray: bool = False) -> np.ndarray:
+    """Read a PNG, JPEG, BMP or TIFF image.
+
+    Args:
+        path: image file.
+        scale: convert uint8/uint16 to float32 in `[0, 1]` (see the module docstring);
+            `False` returns the stored integers.
+        as_gray: convert colour images to luminance (`to_grayscale`).
+
+    Returns:
+        The image, `(H, W)` or `(H, W, C)` (a multi-page TIFF gives its whole stack).
+
+    Examples:
+        >>> import numpy as np, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.tif")
+        >>> _ = write_image(path, np.full((4, 4), 0.25, np.float32))
+        >>> float(read_image(path)[0, 0])
+        0.25
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Image file {path} does not exist.")
+    if suffix in TIFF_EXTENSIONS:
+        image = np.asarray(_import_tifffile().imread(path))
+    else:
+        Image = _import_pillow()
+        with Image.open(path) as img:
+            if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+                img = img.convert(
+                    "RGBA" if "A" in img.mode or "transparency" in img.info else "RGB"
+                )
+            image = np.asarray(img)
+            if img.mode == "I" and image.size and image.min() >= 0 and image.max() <= 65535:
+                image = image.astype(np.uint16)  # 16-bit PNGs that Pillow opened as int32
+    if scale:
+        image = _scale(image)
+    if as_gray:
+        image = to_grayscale(image)
+    return image
+
+
+def read_stack(path: str | os.PathLike, *, scale: bool = True) -> np.ndarray:
+    """Read a multi-page TIFF (or any single image) as a stack `(N, H, W[, C])`.
+
+    Args:
+        path: TIFF file (a single-page TIFF or a PNG gives `N = 1`).
+        scale: integer scaling as in `read_image`.
+
+    Returns:
+        The stack; a 2-D image gets a leading axis of length 1.
+
+    Examples:
+        >>> import numpy as np, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "s.tif")
+        >>> _ = write_stack(path, np.zeros((3, 8, 8), np.float32))
+        >>> read_stack(path).shape
+        (3, 8, 8)
+    """
+    image = read_image(path, scale=scale)
+    return image[None] if image.ndim == 2 else image
+
+
+def _prepare_path(path: str | os.PathLike, overwrite: bool) -> Path:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _to_png_dtype(image: np.ndarray, dtype: str | None) -> np.ndarray:
+    if image.dtype in (np.uint8, np.uint16) and dtype in (None, image.dtype.name):
+        return image
+    if image.dtype == np.bool_:
+        image = image.astype(np.float32)
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(
+            f"PNG stores uint8 or uint16; got {image.dtype} with dtype={dtype!r}. Convert the "
+            "array yourself or write a TIFF, which keeps any dtype."
+        )
+    target = np.dtype(dtype or "uint16")
+    if target not in (np.uint8, np.uint16):
+        raise ValueError(f"PNG `dtype` must be 'uint8' or 'uint16', got {dtype!r}.")
+    if image.size and (np.nanmin(image) < 0 or np.nanmax(image) > 1 or np.isnan(image).any()):
+        raise ValueError(
+            "Float images written to PNG must lie in [0, 1] (they are scaled to the integer "
+            "range); rescale them first or write a TIFF, which keeps float values."
+        )
+    top = np.iinfo(target).max
+    return np.round(image.astype(np.float64) * top).astype(target)
+
+
+def write_image(
+    path: str | os.PathLike,
+    image: np.ndarray,
+    *,
+    overwrite: bool = False,
+    dtype: str | None = None,
+) -> Path:
+    """Write one image `(H, W)` or channels-last `(H, W, C)` as PNG or TIFF.
+
+    Args:
+        path: destination; the extension picks the format (`.png`, `.tif`, `.tiff`).
+            Parent folders are created.
+        image: the image. TIFF keeps its dtype; for PNG see the module docstring.
+        overwrite: replace an existing file (otherwise `FileExistsError`).
+        dtype: PNG only: `"uint8"` or `"uint16"` (default) for float input.
+
+    Returns:
+        The path written.
+
+    Examples:
+        >>> import numpy as np, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.png")
+        >>> _ = write_image(path, np.array([[0, 65535]], np.uint16))
+        >>> read_image(path, scale=False).tolist()
+        [[0, 65535]]
+    """
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3):
+        raise ValueError(
+            f"`write_image` takes (H, W) or (H, W, C), got shape {image.shape}; use "
+            "`write_stack` for a stack of images."
+        )
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix in TIFF_EXTENSIONS:
+        path = _prepare_path(path, overwrite)
+        _write_tiff(path, image, stack=False)
+        return path
+    if suffix not in PNG_EXTENSIONS:
+        raise ValueError(f"Writing {suffix} is not supported; write PNG or TIFF.")
+    data = _to_png_dtype(image, dtype)
+    if data.ndim == 3 and (data.shape[-1] not in (3, 4) or data.dtype != np.uint8):
+        raise ValueError(
+            f"PNG (via Pillow) stores gray images or 8-bit RGB/RGBA; got shape {data.shape} "
+            f"{data.dtype}. Write a TIFF instead."
+        )
+    Image = _import_pillow()
+    path = _prepare_path(path, overwrite)
+    Image.fromarray(data).save(path)
+    return path
+
+
+def _write_tiff(path: Path, data: np.ndarray, stack: bool) -> None:
+    tifffile = _import_tifffile()
+    channels_last = data.ndim == (4 if stack else 3)
+    if channels_last and data.shape[-1] == 3 and data.dtype in (np.uint8, np.uint16):
+        tifffile.imwrite(path, data, photometric="rgb")
+    elif channels_last:
+        tifffile.imwrite(path, data, photometric="minisblack", planarconfig="contig")
+    else:
+        tifffile.imwrite(path, data, photometric="minisblack")
+
+
+def write_stack(
+    path: str | os.PathLike,
+    images: np.ndarray,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a stack `(N, H, W)` or `(N, H, W, C)` as a multi-page TIFF (one page per image).
+
+    Args:
+        path: destination `.tif`/`.tiff` file; parent folders are created.
+        images: the stack (any dtype; float32 round-trips exactly).
+        overwrite: replace an existing file (otherwise `FileExistsError`).
+
+    Returns:
+        The path written.
+
+    Examples:
+        >>> import numpy as np, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "s.tiff")
+        >>> _ = write_stack(path, np.ones((2, 4, 4, 2), np.float32))
+        >>> read_stack(path).shape
+        (2, 4, 4, 2)
+    """
+    images = np.asarray(images)
+    path = Path(path)
+    if _suffix(path) not in TIFF_EXTENSIONS:
+        raise ValueError(f"Stacks are written as multi-page TIFF; use a .tif path, not {path}.")
+    if images.ndim not in (3, 4):
+        raise ValueError(f"`write_stack` takes (N, H, W) or (N, H, W, C), got {images.shape}.")
+    path = _prepare_path(path, overwrite)
+    _write_tiff(path, images, stack=True)
+    return path
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Sorted image files (`IMAGE_EXTENSIONS`) under `folder`.
+
+    Args:
+        folder: directory to search.
+        recursive: include sub-folders.
+
+    Returns:
+        Sorted list of paths (hidden files skipped).
+
+    Examples:
+        >>> import tempfile
+        >>> list_images(tempfile.mkdtemp())
+        []
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"Folder {folder} does not exist; check the path.")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file; pass the folder that contains the images.")
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p
+        for p in folder.glob(pattern)
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )

@@ -1,0 +1,56 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_cvdm import CVDM, LearnedSchedule
+from keras_cvdm.layers import UNetDenoiser
+
+BACKEND = keras.backend.backend()
+
+if BACKEND == "torch":
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+
+
+def tiny_denoiser(target_channels=1):
+    return UNetDenoiser(target_channels, widths=(8, 16), embedding_dim=8, groups=4)
+
+
+def tiny_model(schedule="learned", target_channels=1, seed=0, **kwargs):
+    """A small CVDM (fast to compile and train) for tests."""
+    if schedule == "learned":
+        schedule = LearnedSchedule(target_channels, filters=8, hidden_units=16)
+    return CVDM(
+        target_channels=target_channels,
+        schedule=schedule,
+        denoiser=tiny_denoiser(target_channels),
+        seed=seed,
+        **kwargs,
+    )
+
+
+def compile_fast(model, optimizer=None):
+    """Compile without XLA on TensorFlow (XLA's compile time dominates tiny tests)."""
+    model.compile(
+        optimizer=optimizer or keras.optimizers.Adam(1e-3),
+        jit_compile=BACKEND == "jax",
+    )
+    return model
+
+
+def conditional_task(n=64, size=16, seed=0):
+    """A smooth deterministic conditional task: y = tanh(0.8 x₀ + 0.3 x₁) on blurred noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, size, size, 2))
+    # 3×3 box blur (periodic) so the images have spatial structure.
+    x = sum(np.roll(np.roll(x, i, 1), j, 2) for i in (-1, 0, 1) for j in (-1, 0, 1)) / 3.0
+    y = np.tanh(0.8 * x[..., :1] + 0.3 * x[..., 1:])
+    return x.astype("float32"), y.astype("float32")
+
+
+@pytest.fixture
+def task():
+    return conditional_task()
