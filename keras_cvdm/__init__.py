@@ -5,7 +5,7 @@ on the measurement, for scientific inverse problems (quantitative phase imaging,
 super-resolution microscopy), with per-pixel uncertainty from posterior samples.
 """
 
-from keras_cvdm import layers, losses, schedules
+from keras_cvdm import data, io, layers, losses, physics, schedules
 from keras_cvdm.model import CVDM
 from keras_cvdm.schedules import CosineSchedule, LearnedSchedule, LinearSchedule
 from keras_cvdm.version import __version__
@@ -16,7 +16,10 @@ __all__ = [
     "LearnedSchedule",
     "LinearSchedule",
     "__version__",
+    "data",
+    "io",
     "layers",
     "losses",
+    "physics",
     "schedules",
 ]

@@ -143,13 +143,12 @@ class CVDM(CVDMTrainer, keras.Model):
         self._condition_shape = (None, None, None, int(shape[-1]))
         if not self.schedule.built:
             self.schedule.build(self._condition_shape)
-        # One symbolic pass through every sub-network creates all weights (convolution
-        # weights do not depend on the image size); nothing is computed.
+        # One pass through every sub-network on a tiny batch creates all weights
+        # (convolution weights do not depend on the image size).
         side = 2 * self.downsampling_factor
-        x = keras.KerasTensor((1, side, side, self.condition_channels))
-        y = keras.KerasTensor((1, side, side, self.target_channels))
-        t = keras.KerasTensor((1,))
-        self.compute_loss_terms(x, y, t=t, eps=y)
+        x = ops.zeros((1, side, side, self.condition_channels))
+        y = ops.zeros((1, side, side, self.target_channels))
+        self.compute_loss_terms(x, y, t=ops.full((1,), 0.5), eps=y)
         self.built = True
 
     def get_build_config(self):

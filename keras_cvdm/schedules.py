@@ -242,10 +242,13 @@ class LearnedSchedule(Schedule):
         )
 
     def build(self, input_shape):
-        self.network.build(input_shape)
-        self.phi_network.build()
-        if self.tau_network is not None:
-            self.tau_network.build()
+        for layer, shape in (
+            (self.network, input_shape),
+            (self.phi_network, None),
+            (self.tau_network, None),
+        ):
+            if layer is not None and not layer.built:
+                layer.build(shape)
         self.built = True
 
     def schedule_map(self, x):

@@ -143,6 +143,9 @@ def _collect_inputs(ds):
     return np.asarray(keras.ops.convert_to_numpy(model.predict(ds, verbose=0)))
 
 
+# Keras forks worker processes; JAX warns that fork and its threads may deadlock. The
+# workers only run numpy code, so the warning does not apply here.
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 @pytest.mark.parametrize("use_multiprocessing", [False, True])
 def test_workers_give_the_same_data(use_multiprocessing):
     kwargs = dict(batch_size=2, image_size=16, num_batches=4, seed=10)
@@ -173,7 +176,9 @@ def test_sr_dataset_shapes_ranges_and_determinism():
     assert x.shape == y.shape == (2, 32, 32, 1)
     np.testing.assert_allclose(y.min(axis=(1, 2, 3)), -1.0, atol=1e-6)
     np.testing.assert_allclose(y.max(axis=(1, 2, 3)), 1.0, atol=1e-6)
-    assert -1.5 < np.percentile(x, 0.5) and np.percentile(x, 99.5) < 1.5
+    np.testing.assert_allclose(np.percentile(x, 0.1, axis=(1, 2, 3)), -1.0, atol=1e-4)
+    np.testing.assert_allclose(np.percentile(x, 99.9, axis=(1, 2, 3)), 1.0, atol=1e-4)
+    assert np.abs(x).max() < 3.0  # a few outliers beyond the percentiles, not a blow-up
     np.testing.assert_array_equal(sr_dataset(2, 32, 2, seed=11)[0][0], x)
     with pytest.raises(ValueError, match="divisible"):
         sr_dataset(image_size=30, factor=4)

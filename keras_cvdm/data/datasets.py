@@ -451,7 +451,9 @@ def sr_dataset(
     interpolated back onto the fine grid (`upsample_method`), so `x` and `y` share the
     grid. `y` is the density seen with `target_resolution_gain`× better resolution (a
     SIM-like target: the same PSF kind at `wavelength / gain`), or the density itself
-    if `None`. Both are percentile-normalised per image (`SRNormalization`).
+    if `None`. Both are percentile-normalised per image (`SRNormalization`). A PSF wider
+    than the image (the default Airy pattern spans 89 px) is centre-cropped to the image
+    and renormalised.
 
     Args:
         batch_size: samples per batch.

@@ -12,9 +12,12 @@ One convention, shared by the datasets, the training scripts and the presets (wh
   divided by their mean over the sample (all pixels and all channels, so the relative
   brightness of the defocus planes is kept), then `x = (I / Ī - 1) / intensity_scale`.
   The map is affine, so it is inverted by `I = Ī (1 + intensity_scale · x)`; the mean
-  `Ī` is returned by `normalize_intensities` when asked. A uniform field gives `x = 0`;
-  with the default `intensity_scale` the defocus contrast of the synthetic phantoms
-  stays roughly within `[-1, 1]`.
+  `Ī` is returned by `normalize_intensities` when asked. A uniform field gives `x = 0`,
+  and `x ≥ -1` for any non-negative intensity (before noise) with the default
+  `intensity_scale = 1`. With the paper's optics, smooth objects (cells, random fields)
+  stay within about ±0.7 at the 1st/99th percentiles; sharp, strongly focusing
+  structures (3.5 rad filaments, puncta, strokes) form caustics up to `x ≈ 2–3` at
+  the 99th percentile — kept, not clipped, so the map stays invertible.
 
 **Super-resolution** (`SRNormalization`)
 

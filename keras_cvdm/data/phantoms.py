@@ -214,8 +214,8 @@ def filaments(image_size: ImageSize = 64, seed: SeedLike = None) -> np.ndarray:
         float32 `(H, W)` map in `[0, 1]`.
 
     Examples:
-        >>> filaments(64, seed=0).max()
-        np.float32(1.0)
+        >>> float(filaments(64, seed=0).max())
+        1.0
     """
     rng = _rng(seed)
     shape = _shape(image_size)

@@ -61,8 +61,6 @@ class ConvNet(keras.layers.Layer):
             x = layer(x)
         return self.projection(x)
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.output_channels,)
 
     def get_config(self):
         config = super().get_config()

@@ -53,8 +53,6 @@ class GammaEmbedding(keras.layers.Layer):
         features = ops.reshape(features, (shape[0], shape[1], shape[2], -1))
         return self.spread(self.mix(features))
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.embedding_dim,)
 
     def get_config(self):
         config = super().get_config()
@@ -117,8 +115,6 @@ class ResidualBlock(keras.layers.Layer):
         out = self.conv2(out)
         return out + (h if self.skip is None else self.skip(h))
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[0][:-1]) + (self.filters,)
 
     def get_config(self):
         config = super().get_config()
@@ -156,8 +152,6 @@ class SpatialAttention(keras.layers.Layer):
         out = self.attention(seq, seq)
         return h + ops.reshape(out, shape)
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
 
     def get_config(self):
         config = super().get_config()
@@ -268,6 +262,44 @@ class UNetDenoiser(keras.layers.Layer):
         """Input height and width must be multiples of this."""
         return 2 ** (len(self.widths) - 1)
 
+    def build(self, input_shape):
+        z_shape, x_shape, _ = (tuple(s) for s in input_shape)
+        batch = z_shape[0]
+
+        def shape(channels):
+            return (batch, None, None, channels)
+
+        embedding = shape(self.embedding_dim)
+        self.embedding.build(shape(z_shape[-1]))
+        self.input_conv.build(shape(z_shape[-1] + x_shape[-1]))
+        channels, skips = self.widths[0], []
+        for level, blocks in enumerate(self.down_blocks):
+            for blk in blocks:
+                blk.build((shape(channels), embedding))
+                channels = blk.filters
+                if self.down_attention[level] is not None:
+                    self.down_attention[level].build(shape(channels))
+                skips.append(channels)
+            if level < len(self.downsamplers):
+                self.downsamplers[level].build(shape(channels))
+                channels = self.widths[level + 1]
+        for blk in self.middle_blocks:
+            blk.build((shape(channels), embedding))
+        for level in reversed(range(len(self.widths))):
+            for i, blk in enumerate(self.up_blocks[level]):
+                if i < self.blocks_per_level:
+                    channels += skips.pop()
+                blk.build((shape(channels), embedding))
+                channels = blk.filters
+                if self.up_attention[level] is not None:
+                    self.up_attention[level].build(shape(channels))
+            if level > 0:
+                self.upsamplers[level - 1].build(shape(channels))
+                channels = self.widths[level - 1]
+        self.output_norm.build(shape(channels))
+        self.output_conv.build(shape(channels))
+        self.built = True
+
     def call(self, inputs, training=None):
         z_t, x, gamma = inputs
         gamma = ops.broadcast_to(ops.cast(gamma, "float32"), ops.shape(z_t))
@@ -300,8 +332,6 @@ class UNetDenoiser(keras.layers.Layer):
                 h = self.upsamplers[level - 1](h)
         return self.output_conv(ops.silu(self.output_norm(h)))
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[0])
 
     def get_config(self):
         config = super().get_config()

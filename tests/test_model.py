@@ -1,0 +1,214 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_cvdm import CVDM, LinearSchedule
+
+from .conftest import BACKEND, compile_fast, conditional_task, tiny_model
+
+TERMS = ("loss", "noise_loss", "beta_loss", "prior_loss", "gamma_loss")
+
+
+@pytest.mark.parametrize("schedule", ["learned", "linear"])
+def test_fit_lowers_the_noise_loss(schedule):
+    x, y = conditional_task(n=80)
+    model = compile_fast(tiny_model(schedule, seed=3), keras.optimizers.Adam(2e-3))
+    keras.utils.set_random_seed(0)
+    # 10 epochs × 20 steps = 200 steps.
+    history = model.fit(x, y, batch_size=4, epochs=10, verbose=0, shuffle=True).history
+    for name in TERMS:
+        assert name in history
+        assert np.all(np.isfinite(history[name])), name
+    first, last = history["noise_loss"][0], history["noise_loss"][-1]
+    assert last <= 0.7 * first, f"noise loss {first:.3f} -> {last:.3f}"
+
+
+def _input_sources(x, y):
+    """(name, data) pairs: the same examples through every kind of input `fit` accepts."""
+    sources = [("numpy", (x, y))]
+
+    class Pairs(keras.utils.PyDataset):
+        def __len__(self):
+            return len(x) // 8
+
+        def __getitem__(self, i):
+            return x[8 * i : 8 * i + 8], y[8 * i : 8 * i + 8]
+
+    sources.append(("PyDataset", (Pairs(),)))
+    import tensorflow as tf
+    import torch
+
+    sources.append(("tf.data", (tf.data.Dataset.from_tensor_slices((x, y)).batch(8),)))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=8
+    )
+    sources.append(("DataLoader", (loader,)))
+    return sources
+
+
+def test_fit_accepts_arrays_pydataset_tf_data_and_dataloader():
+    x, y = conditional_task(n=16)
+    model = compile_fast(tiny_model(seed=1))
+    for name, data in _input_sources(x, y):
+        kwargs = {"batch_size": 8} if name == "numpy" else {"shuffle": False}
+        history = model.fit(*data, epochs=1, verbose=0, **kwargs).history
+        assert np.isfinite(history["loss"][-1]), name
+    logs = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    assert set(TERMS) <= set(logs) and all(np.isfinite(v) for v in logs.values())
+
+
+def test_validation_data_and_ema():
+    x, y = conditional_task(n=16)
+    model = compile_fast(tiny_model(seed=2), keras.optimizers.Adam(1e-3, use_ema=True))
+    before = [w.copy() for w in model.get_weights()] if model.built else None
+    history = model.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), verbose=0).history
+    assert "val_noise_loss" in history and np.all(np.isfinite(history["val_loss"]))
+    assert model.optimizer.use_ema
+    assert before is None or any(
+        not np.allclose(a, b) for a, b in zip(before, model.get_weights())
+    )
+
+
+def test_mixed_precision_keeps_schedule_in_float32():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        x, y = conditional_task(n=8)
+        model = compile_fast(tiny_model(seed=4))
+        model.build(x.shape)
+        total, _ = model.compute_loss_terms(x, y)
+        assert np.isfinite(float(ops.convert_to_numpy(total)))
+        if BACKEND != "torch":
+            # PyTorch's CPU convolution has no reduced-precision backward
+            # ("slow_conv2d: grad_weight must be contiguous", also for a plain Keras
+            # Conv2D model); on a CUDA device it trains like the other backends.
+            history = model.fit(x, y, batch_size=4, epochs=1, verbose=0).history
+            assert np.isfinite(history["loss"][-1])
+        assert model.denoiser.compute_dtype == "bfloat16"
+        lam = model.schedule.schedule_map(ops.convert_to_tensor(x[:2]))
+        out = model.schedule.terms(np.array([0.3, 0.6], "float32"), lam)
+        assert all(ops.dtype(v) == "float32" for v in out.values())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("option", ["residual", "zero_mean"])
+def test_residual_and_zero_mean_options(option):
+    x, y = conditional_task(n=8)
+    model = tiny_model(seed=5, target_scale=0.5, **{option: True})
+    model.build(x.shape)
+    xt = ops.convert_to_tensor(x)
+    target = model.diffusion_target(xt, ops.convert_to_tensor(y))
+    back = ops.convert_to_numpy(model.target_from_diffusion(xt, target))
+    np.testing.assert_allclose(back, y, atol=1e-5)
+    if option == "residual":
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(target), (y - x[..., :1]) / 0.5, atol=1e-5
+        )
+    compile_fast(model)
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][-1])
+    if option == "zero_mean":
+        assert "mean_loss" in history
+
+
+def test_save_and_load_round_trip(tmp_path):
+    x, y = conditional_task(n=4)
+    model = tiny_model(seed=6, alpha=2e-3, snr_order=2)
+    model.build(x.shape)
+    rng = np.random.default_rng(0)
+    model.set_weights([w + 0.05 * rng.normal(size=w.shape) for w in model.get_weights()])
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded, CVDM)
+    as_json = lambda config: json.loads(json.dumps(config))  # tuples and lists alike
+    assert as_json(loaded.get_config()) == as_json(model.get_config())
+    t = np.array([0.2, 0.4, 0.6, 0.8], "float32")
+    eps = rng.normal(size=y.shape).astype("float32")
+    a_total, a_terms = model.compute_loss_terms(x, y, t=t, eps=eps)
+    b_total, b_terms = loaded.compute_loss_terms(x, y, t=t, eps=eps)
+    assert float(ops.convert_to_numpy(a_total)) == float(ops.convert_to_numpy(b_total))
+    np.testing.assert_array_equal(model.schedule_map(x), loaded.schedule_map(x))
+    eps_a = ops.convert_to_numpy(model([eps, x, t]))
+    eps_b = ops.convert_to_numpy(loaded([eps, x, t]))
+    np.testing.assert_array_equal(eps_a, eps_b)
+
+
+def test_fixed_schedule_model_round_trip(tmp_path):
+    model = tiny_model(LinearSchedule(0.2, 12.0), seed=7)
+    model.build((None, 16, 16, 2))
+    path = str(tmp_path / "linear.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.schedule.get_config() == model.schedule.get_config()
+
+
+def test_custom_denoiser_is_used():
+    @keras.saving.register_keras_serializable(package="keras_cvdm_tests")
+    class Zero(keras.layers.Layer):
+        def call(self, inputs, training=None):
+            return ops.zeros_like(inputs[0])
+
+    model = CVDM(target_channels=1, schedule="cosine", denoiser=Zero())
+    x, y = conditional_task(n=2)
+    eps = np.ones_like(y)
+    _, terms = model.compute_loss_terms(x, y, t=np.array([0.5, 0.5], "float32"), eps=eps)
+    # ε̂ = 0, ε = 1 everywhere: the noise term is exactly 1.
+    assert float(ops.convert_to_numpy(terms["noise_loss"])) == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.fixture(scope="module")
+def built_model():
+    model = compile_fast(tiny_model(seed=8))
+    model.build((None, 16, 16, 2))
+    return model
+
+
+def test_error_spatial_sizes_differ(built_model):
+    x, y = conditional_task(n=4)
+    with pytest.raises(ValueError, match="share height and width"):
+        built_model.fit(x, y[:, :8, :8], epochs=1, verbose=0)
+
+
+def test_error_wrong_rank(built_model):
+    x, y = conditional_task(n=4)
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\).*rank 3"):
+        built_model.fit(x, y[..., 0], epochs=1, verbose=0)
+
+
+def test_error_non_finite(built_model):
+    x, y = conditional_task(n=4)
+    x[0, 3, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        built_model.fit(x, y, epochs=1, verbose=0)
+    x[0, 3, 3, 0] = 0.0
+    y[1, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="y contains 1 non-finite"):
+        built_model.fit(x, y, epochs=1, verbose=0)
+
+
+def test_error_size_not_divisible(built_model):
+    x, y = conditional_task(n=4, size=15)
+    with pytest.raises(ValueError, match="not a multiple of 2"):
+        built_model.fit(x, y, epochs=1, verbose=0)
+
+
+def test_error_channel_mismatch(built_model):
+    x, y = conditional_task(n=4)
+    x3 = np.concatenate([x, x[..., :1]], axis=-1)
+    with pytest.raises(ValueError, match="3 channels but the model was built for 2"):
+        built_model.fit(x3, y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="target_channels=1"):
+        built_model.fit(x, np.concatenate([y, y], -1), epochs=1, verbose=0)
+
+
+def test_error_missing_targets(built_model):
+    x, _ = conditional_task(n=4)
+    with pytest.raises(ValueError, match=r"\(x, y\) pairs"):
+        built_model.fit(x, epochs=1, verbose=0)
