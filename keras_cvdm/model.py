@@ -4,8 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_cvdm import losses, schedules, validation
-from keras_cvdm.backend import CVDMTrainer
+from keras_cvdm import losses, sampling, schedules, validation
+from keras_cvdm.backend import CVDMTrainer, make_sampler
 from keras_cvdm.layers.conv_net import ConvNet
 from keras_cvdm.layers.unet import UNetDenoiser
 
@@ -109,6 +109,7 @@ class CVDM(CVDMTrainer, keras.Model):
         names = ("loss",) + _TERM_NAMES + (("mean_loss",) if self.zero_mean else ())
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self._condition_shape = None
+        self._samplers = {}
 
     # ------------------------------------------------------------------ construction
 
@@ -288,6 +289,97 @@ class CVDM(CVDMTrainer, keras.Model):
             terms["mean_loss"] = ops.mean(ops.square(mean - y))
             total = total + self.mean_weight * terms["mean_loss"]
         return total, terms
+
+    # ------------------------------------------------------------------ sampling
+
+    def predict_samples(
+        self,
+        x,
+        num_samples=1,
+        num_steps=None,
+        sampler="ancestral",
+        clip=True,
+        batch_size=None,
+        seed=None,
+        verbose="auto",
+    ):
+        """Draw posterior samples `y ~ p(y | x)`.
+
+        λ(x) is computed once per input; the loop over steps runs inside one compiled
+        function per backend. Inputs of any height and width are reflect-padded to the
+        denoiser's multiple and cropped back.
+
+        Args:
+            x: conditions, `(N, H, W, C)` numpy array (or one image `(H, W, C)`).
+            num_samples: samples per input.
+            num_steps: denoiser evaluations per sample (default `num_timesteps`, 200).
+            sampler: `"ancestral"` (stochastic, DESIGN §1) or `"ddim"` (deterministic
+                given the starting noise; good with 20–50 steps).
+            clip: clip the predicted clean image ŷ to [−1, 1] at each step (in the
+                diffused space).
+            batch_size: how many (input, sample) pairs run together (default 16).
+            seed: integer for reproducible samples; None draws a fresh seed.
+            verbose: 0 silent, 1 or "auto" a progress bar over batches.
+
+        Returns:
+            numpy array `(N, num_samples, H, W, target_channels)` in target space
+            (residual / zero-mean transforms undone).
+        """
+        x = np.asarray(x)
+        single = x.ndim == 3
+        if single:
+            x = x[None]
+        x = self._prepare_condition(x)
+        x = ops.convert_to_numpy(x)
+        if sampler not in sampling.SAMPLERS:
+            raise ValueError(f"sampler must be one of {sampling.SAMPLERS}, got {sampler!r}.")
+        num_steps = int(num_steps or self.num_timesteps)
+        if num_steps < 1 or num_samples < 1:
+            raise ValueError("num_steps and num_samples must be at least 1.")
+        n, height, width = x.shape[:3]
+        m = self.downsampling_factor
+        pad_h, pad_w = (-height) % m, (-width) % m
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < height and pad_w < width else "symmetric"
+            x = np.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+        pairs = np.repeat(x, num_samples, axis=0)  # input-major: (N·S, H', W', C)
+        batch_size = int(batch_size or 16)
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+        key = (num_steps, sampler, bool(clip))
+        if key not in self._samplers:
+            self._samplers[key] = make_sampler(self, num_steps, sampler, bool(clip))
+        run = self._samplers[key]
+        batches = range(0, len(pairs), batch_size)
+        bar = keras.utils.Progbar(len(batches), verbose=0 if verbose == 0 else 1)
+        outputs = []
+        for b, start in enumerate(batches):
+            xb = ops.convert_to_tensor(pairs[start : start + batch_size], "float32")
+            # One independent stream per batch, derived from the user's seed.
+            batch_seed = int(np.random.default_rng([int(seed), b]).integers(2**31 - 1))
+            d = run(xb, ops.convert_to_tensor(batch_seed, "int32"))
+            outputs.append(ops.convert_to_numpy(self.target_from_diffusion(xb, d)))
+            bar.update(b + 1)
+        out = np.concatenate(outputs)[:, :height, :width]
+        out = out.reshape((n, num_samples) + out.shape[1:])
+        return out[0] if single else out
+
+    def predict_uncertainty(self, x, num_samples=20, **kwargs):
+        """Per-pixel posterior mean and standard deviation from `num_samples` samples.
+
+        Args:
+            x: conditions `(N, H, W, C)`.
+            num_samples: samples per input (the paper uses 20).
+            **kwargs: passed to `predict_samples` (`num_steps`, `sampler`, `seed`, ...).
+
+        Returns:
+            `(mean, std)`, each `(N, H, W, target_channels)`; std uses `ddof=1`.
+        """
+        if num_samples < 2:
+            raise ValueError("predict_uncertainty needs num_samples >= 2 for a standard deviation.")
+        samples = self.predict_samples(x, num_samples=num_samples, **kwargs)
+        axis = 0 if np.ndim(x) == 3 else 1
+        return samples.mean(axis=axis), samples.std(axis=axis, ddof=1)
 
     # ------------------------------------------------------------------ training plumbing
 

@@ -1,7 +1,9 @@
 """Backend-specific code: the only package that imports tensorflow, jax or torch.
 
 `CVDMTrainer` is the `train_step`/`test_step` mix-in for the active Keras backend; each
-one differentiates the same backend-free `CVDM.compute_loss_terms`.
+one differentiates the same backend-free `CVDM.compute_loss_terms`. `make_sampler`
+compiles the backend-free `keras_cvdm.sampling.reverse_diffusion` loop and supplies its
+per-step noise.
 """
 
 import keras
@@ -9,12 +11,21 @@ import keras
 _BACKEND = keras.backend.backend()
 
 if _BACKEND == "tensorflow":
+    from keras_cvdm.backend.tensorflow_sampler import make_sampler
     from keras_cvdm.backend.tensorflow_trainer import CVDMTrainer
 elif _BACKEND == "jax":
+    from keras_cvdm.backend.jax_sampler import make_sampler
     from keras_cvdm.backend.jax_trainer import CVDMTrainer
 elif _BACKEND == "torch":
+    from keras_cvdm.backend.torch_sampler import make_sampler
     from keras_cvdm.backend.torch_trainer import CVDMTrainer
 else:
+
+    def make_sampler(model, num_steps, sampler, clip):
+        raise NotImplementedError(
+            f"keras-cvdm samples on the tensorflow, jax and torch backends; the active "
+            f"backend is {_BACKEND!r}."
+        )
 
     class CVDMTrainer:
         """Training is not available on this backend."""
@@ -28,4 +39,4 @@ else:
         test_step = train_step
 
 
-__all__ = ["CVDMTrainer"]
+__all__ = ["CVDMTrainer", "make_sampler"]

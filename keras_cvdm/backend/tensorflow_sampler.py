@@ -1,0 +1,22 @@
+"""TensorFlow sampling loop: one `tf.function` around the whole reverse diffusion."""
+
+import tensorflow as tf
+
+from keras_cvdm.sampling import reverse_diffusion
+
+
+def make_sampler(model, num_steps, sampler, clip):
+    """A compiled `fn(x, seed) -> ŷ` for fixed steps/sampler/clip."""
+
+    @tf.function(reduce_retracing=True)
+    def fn(x, seed):
+        shape = tf.concat([tf.shape(x)[:-1], [model.target_channels]], axis=0)
+        seed = tf.cast(seed, tf.int64)
+
+        def noise_fn(k):
+            return tf.random.stateless_normal(shape, seed=tf.stack([seed, tf.cast(k, tf.int64)]))
+
+        z_init = noise_fn(num_steps)
+        return reverse_diffusion(model, x, z_init, num_steps, sampler, clip, noise_fn)
+
+    return fn

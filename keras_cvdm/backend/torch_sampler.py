@@ -1,0 +1,22 @@
+"""PyTorch sampling loop: the reverse diffusion under `torch.no_grad`, seeded generator."""
+
+import torch
+
+from keras_cvdm.sampling import reverse_diffusion
+
+
+def make_sampler(model, num_steps, sampler, clip):
+    """A `fn(x, seed) -> ŷ` for fixed steps/sampler/clip."""
+
+    def fn(x, seed):
+        shape = tuple(x.shape[:-1]) + (model.target_channels,)
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+
+        def noise_fn(k):
+            return torch.randn(shape, generator=generator).to(x.device)
+
+        with torch.no_grad():
+            z_init = noise_fn(num_steps)
+            return reverse_diffusion(model, x, z_init, num_steps, sampler, clip, noise_fn)
+
+    return fn
