@@ -141,8 +141,8 @@ def test_trained_model_recovers_a_deterministic_map():
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, size=(96, 16, 16, 1)).astype("float32")
     f = lambda v: 0.8 * np.tanh(1.5 * v)
-    model = compile_fast(tiny_model(seed=2), keras.optimizers.Adam(1e-2))
-    model.fit(x, f(x), batch_size=8, epochs=25, verbose=0)  # 300 steps
+    model = compile_fast(tiny_model(seed=2), keras.optimizers.Adam(3e-3))
+    model.fit(x, f(x), batch_size=8, epochs=50, verbose=0)  # 600 steps
     x_test = rng.uniform(-1, 1, size=(4, 16, 16, 1)).astype("float32")
     mean, std = model.predict_uncertainty(
         x_test, num_samples=4, num_steps=50, sampler="ancestral", seed=0, verbose=0
@@ -150,7 +150,8 @@ def test_trained_model_recovers_a_deterministic_map():
     y_test = f(x_test)
     spread = np.mean(np.abs(y_test - y_test.mean()))  # error of the best constant guess
     mae = np.mean(np.abs(mean - y_test))
-    # An untrained model gives mae ≈ spread and std ≈ 0.5; 300 steps of a 30k-parameter
-    # U-Net get the error and the spread of the samples to a fraction of that.
-    assert mae < 0.25 * spread, (mae, spread)
-    assert np.mean(std) < 0.25 * spread, (np.mean(std), spread)
+    # An untrained model gives mae ≈ spread and std ≈ 0.5; 600 steps of a 30k-parameter
+    # U-Net bring both to a small fraction of that (0.13–0.17 and 0.08–0.20 of the spread
+    # over two seeds on JAX and PyTorch).
+    assert mae < 0.3 * spread, (mae, spread)
+    assert np.mean(std) < 0.3 * spread, (np.mean(std), spread)

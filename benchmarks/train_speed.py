@@ -1,0 +1,111 @@
+"""Training-step time of CVDM per backend, and its ratio to the bare denoiser's step.
+
+    python benchmarks/train_speed.py            # all three backends, 64×64 and 256×256
+
+The ratio (CVDM train step ÷ denoiser forward+backward+Adam at the same batch) shows
+what the learned schedule and the regularised loss cost on top of the U-Net; goal ≤ 1.25.
+Each backend runs in its own process (Keras fixes the backend at import).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+def measure(sizes, batch, repeats):
+    import keras
+    import numpy as np
+
+    from keras_cvdm import CVDM
+    from keras_cvdm.layers import UNetDenoiser
+
+    rows = []
+    for size in sizes:
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(batch, size, size, 2)).astype("float32")
+        y = np.tanh(x[..., :1]).astype("float32")
+        model = CVDM(target_channels=1, seed=0)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4))
+        model.build(x.shape)
+        # The bare denoiser as a Keras model with an MSE loss: its own forward+backward.
+        z_in = keras.Input((size, size, 1))
+        x_in = keras.Input((size, size, 2))
+        g_in = keras.Input((size, size, 1))
+        denoiser = UNetDenoiser(1)
+        bare = keras.Model([z_in, x_in, g_in], denoiser([z_in, x_in, g_in]))
+        bare.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse")
+        gamma = rng.uniform(0.01, 0.99, size=(batch, size, size, 1)).astype("float32")
+
+        def timed(fn):
+            fn()
+            fn()  # compile and warm up
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            return float(np.median(times))
+
+        cvdm_s = timed(lambda: model.train_on_batch(x, y))
+        bare_s = timed(lambda: bare.train_on_batch([y, x, gamma], y))
+        rows.append(
+            {
+                "size": size,
+                "batch": batch,
+                "cvdm_step_s": cvdm_s,
+                "denoiser_step_s": bare_s,
+                "ratio": cvdm_s / bare_s,
+                "denoiser_params": int(model.denoiser.count_params()),
+                "schedule_params": int(model.schedule.count_params()),
+            }
+        )
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 256])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(measure(args.sizes, args.batch, args.repeats)))
+        return
+    from report import machine, write_section
+
+    results = {}
+    for backend in args.backends:
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+        cmd = [sys.executable, __file__, "--worker", "--batch", str(args.batch),
+               "--repeats", str(args.repeats), "--sizes", *map(str, args.sizes)]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        results[backend] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(backend, results[backend], flush=True)
+    lines = [
+        "## Training speed (`benchmarks/train_speed.py`)\n",
+        f"Machine: {machine()}; CPU only. Default `CVDM` (U-Net widths 32/64/128, learned "
+        f"schedule), batch {args.batch}, median of {args.repeats} `train_on_batch` calls after "
+        "warm-up. *Ratio* = CVDM step ÷ the same U-Net's own forward+backward+Adam step "
+        "(goal ≤ 1.25).\n",
+        "| backend | size | CVDM step (s) | denoiser step (s) | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for backend, rows in results.items():
+        for r in rows:
+            lines.append(
+                f"| {backend} | {r['size']}×{r['size']} | {r['cvdm_step_s']:.3f} | "
+                f"{r['denoiser_step_s']:.3f} | {r['ratio']:.2f} |"
+            )
+    write_section("train_speed", "\n".join(lines), {"batch": args.batch, "results": results})
+
+
+if __name__ == "__main__":
+    main()
