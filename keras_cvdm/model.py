@@ -88,6 +88,13 @@ class CVDM(CVDMTrainer, keras.Model):
         self.denoiser = denoiser if denoiser is not None else UNetDenoiser(
             self.target_channels, name="denoiser"
         )
+        for part, name in ((self.schedule, "schedule"), (self.denoiser, "denoiser")):
+            channels = getattr(part, "target_channels", self.target_channels)
+            if channels != self.target_channels:
+                raise ValueError(
+                    f"The {name} was built for target_channels={channels} but the model has "
+                    f"target_channels={self.target_channels}; give both the same value."
+                )
         self.noise_weight = float(noise_weight)
         self.beta_weight = float(beta_weight)
         self.prior_weight = float(prior_weight)
@@ -143,7 +150,7 @@ class CVDM(CVDMTrainer, keras.Model):
             raise ValueError("The condition's channel count must be known to build the model.")
         self._condition_shape = (None, None, None, int(shape[-1]))
         if not self.schedule.built:
-            self.schedule.build(self._condition_shape)
+            self.schedule.build(x_shape=self._condition_shape)
         # One pass through every sub-network on a tiny batch creates all weights
         # (convolution weights do not depend on the image size).
         side = 2 * self.downsampling_factor
@@ -298,7 +305,7 @@ class CVDM(CVDMTrainer, keras.Model):
         num_samples=1,
         num_steps=None,
         sampler="ancestral",
-        clip=True,
+        clip=None,
         batch_size=None,
         seed=None,
         verbose="auto",
@@ -316,9 +323,14 @@ class CVDM(CVDMTrainer, keras.Model):
             sampler: `"ancestral"` (stochastic, DESIGN §1) or `"ddim"` (deterministic
                 given the starting noise; good with 20–50 steps).
             clip: clip the predicted clean image ŷ to [−1, 1] at each step (in the
-                diffused space).
+                diffused space). Default: True for plain targets (images in [−1, 1]),
+                False with `residual` or `zero_mean` (their diffused values are not
+                bounded by 1).
             batch_size: how many (input, sample) pairs run together (default 16).
-            seed: integer for reproducible samples; None draws a fresh seed.
+            seed: integer for reproducible samples; None draws a fresh seed. The noise
+                of each batch derives from `(seed, batch index)`, so the same seed
+                reproduces the same samples for the same inputs, `num_samples` and
+                `batch_size`.
             verbose: 0 silent, 1 or "auto" a progress bar over batches.
 
         Returns:
@@ -333,7 +345,9 @@ class CVDM(CVDMTrainer, keras.Model):
         x = ops.convert_to_numpy(x)
         if sampler not in sampling.SAMPLERS:
             raise ValueError(f"sampler must be one of {sampling.SAMPLERS}, got {sampler!r}.")
-        num_steps = int(num_steps or self.num_timesteps)
+        num_steps = int(self.num_timesteps if num_steps is None else num_steps)
+        if clip is None:
+            clip = not (self.residual or self.zero_mean)
         if num_steps < 1 or num_samples < 1:
             raise ValueError("num_steps and num_samples must be at least 1.")
         n, height, width = x.shape[:3]
@@ -435,6 +449,11 @@ class CVDM(CVDMTrainer, keras.Model):
             self.build(bx.shape)
 
     def fit(self, x=None, y=None, **kwargs):
+        if kwargs.get("sample_weight") is not None or kwargs.get("class_weight") is not None:
+            raise ValueError(
+                "CVDM does not support sample_weight or class_weight: every pixel enters "
+                "the diffusion loss with weight 1. Remove the argument."
+            )
         self._check_training_data(x, y)
         validation_data = kwargs.get("validation_data")
         if validation_data is not None:
@@ -452,7 +471,7 @@ class CVDM(CVDMTrainer, keras.Model):
 def _peek_batch(x, y):
     """The first `(x, y)` batch of a data source as numpy, or None if it can't be peeked."""
     if isinstance(x, np.ndarray) or (hasattr(x, "shape") and hasattr(x, "dtype")):
-        return np.asarray(x), (None if y is None else np.asarray(y))
+        return _to_numpy(x), (None if y is None else _to_numpy(y))
     module = type(x).__module__
     batch = None
     if isinstance(x, keras.utils.PyDataset):
@@ -466,7 +485,16 @@ def _peek_batch(x, y):
     if batch is None:
         return None
     if isinstance(batch, dict) or not isinstance(batch, (tuple, list)):
-        return np.asarray(batch), None
+        return _to_numpy(batch), None
     bx = batch[0]
     by = batch[1] if len(batch) > 1 else None
-    return np.asarray(bx), (None if by is None else np.asarray(by))
+    return _to_numpy(bx), (None if by is None else _to_numpy(by))
+
+
+def _to_numpy(value):
+    """numpy view of an array or a tensor of any framework (GPU tensors copied to host)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch, on any device
+        return value.detach().cpu().numpy()
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # tf.Tensor
+        return np.asarray(value.numpy())
+    return np.asarray(value)

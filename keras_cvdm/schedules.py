@@ -47,6 +47,10 @@ class Schedule(keras.layers.Layer):
     #: whether γ depends on the condition x.
     conditional = False
 
+    def build(self, t_shape=None, x_shape=None):
+        """Fixed schedules have no weights; `x_shape` is the condition's shape."""
+        self.built = True
+
     def schedule_map(self, x):
         """λ(x): `ones((B, 1, 1, 1))` for a fixed schedule."""
         x = ops.convert_to_tensor(x)
@@ -241,15 +245,25 @@ class LearnedSchedule(Schedule):
             else None
         )
 
-    def build(self, input_shape):
+    def build(self, t_shape=None, x_shape=None):
+        if x_shape is None:
+            raise ValueError("LearnedSchedule.build needs the condition shape x_shape.")
+        self._x_shape = tuple(x_shape)
         for layer, shape in (
-            (self.network, input_shape),
+            (self.network, x_shape),
             (self.phi_network, None),
             (self.tau_network, None),
         ):
             if layer is not None and not layer.built:
                 layer.build(shape)
         self.built = True
+
+    def get_build_config(self):
+        return {"x_shape": list(self._x_shape)} if self.built else None
+
+    def build_from_config(self, config):
+        if config and config.get("x_shape") is not None:
+            self.build(x_shape=tuple(config["x_shape"]))
 
     def schedule_map(self, x):
         """λ(x) = softplus(g(x)) + 1e-3, shape `(B, H, W, target_channels)`.

@@ -1,5 +1,6 @@
 import os
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -77,3 +78,45 @@ def test_noise_loss_and_weighted_total():
     assert float(total) == pytest.approx(1 + 4 + 6 + 0.8)
     with pytest.raises(ValueError, match="order"):
         losses.snr_series_second_derivative(0.5, 0.1, 0.1, order=0)
+
+
+def test_terms_match_an_independent_numpy_computation():
+    """Linear schedule and a zero denoiser: every term has a closed form in numpy."""
+    from keras_cvdm import CVDM
+
+    @keras.saving.register_keras_serializable(package="keras_cvdm_tests")
+    class ZeroNoise(keras.layers.Layer):
+        def call(self, inputs, training=None):
+            return ops.zeros_like(inputs[0])
+
+    b0, b1, steps = 0.1, 20.0, 50
+    model = CVDM(target_channels=1, schedule=LinearSchedule(b0, b1), denoiser=ZeroNoise(),
+                 num_timesteps=steps, snr_order=2, alpha=1e-3)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 8, 8, 1)).astype("float32")
+    y = rng.uniform(-1, 1, size=(2, 8, 8, 1)).astype("float32")
+    t = np.array([0.2, 0.6], "float32")
+    eps = rng.normal(size=y.shape).astype("float32")
+    total, terms = model.compute_loss_terms(x, y, t=t, eps=eps)
+    terms = {k: float(ops.convert_to_numpy(v)) for k, v in terms.items()}
+
+    def gamma(tt):
+        return np.clip(np.exp(-(b0 * tt + 0.5 * (b1 - b0) * tt**2)), 1e-6, 1 - 1e-5)
+
+    tt = t.astype("float64")[:, None, None, None]
+    g, beta = gamma(tt), b0 + (b1 - b0) * tt
+    dg, d2g = -beta * g, (beta**2 - (b1 - b0)) * g
+    g0, g1 = gamma(1 / steps), gamma(1 - 1 / steps)
+    expected = {
+        "noise_loss": np.mean(eps.astype("float64") ** 2),  # ε̂ = 0
+        "beta_loss": np.mean((dg + beta * g) ** 2) + (g0 - 1) ** 2 + g1**2,
+        "prior_loss": np.mean(0.5 * ((1 - g1) + g1 * y.astype("float64") ** 2 - 1
+                                     - np.log(1 - g1))),
+        # S_2 = γ + γ²: ∂t²S_2 = ∂t²γ + 2(∂tγ)² + 2γ ∂t²γ
+        "gamma_loss": np.mean(np.broadcast_to((d2g + 2 * dg**2 + 2 * g * d2g) ** 2, y.shape)),
+    }
+    for name, value in expected.items():
+        assert terms[name] == pytest.approx(value, rel=1e-4, abs=1e-9), name
+    weighted = (expected["noise_loss"] + 2 * expected["beta_loss"] + 2 * expected["prior_loss"]
+                + 2e-3 * expected["gamma_loss"])
+    assert float(ops.convert_to_numpy(total)) == pytest.approx(weighted, rel=1e-4)

@@ -63,13 +63,12 @@ def test_fit_accepts_arrays_pydataset_tf_data_and_dataloader():
 def test_validation_data_and_ema():
     x, y = conditional_task(n=16)
     model = compile_fast(tiny_model(seed=2), keras.optimizers.Adam(1e-3, use_ema=True))
-    before = [w.copy() for w in model.get_weights()] if model.built else None
+    model.build(x.shape)
+    before = [w.copy() for w in model.get_weights()]
     history = model.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), verbose=0).history
     assert "val_noise_loss" in history and np.all(np.isfinite(history["val_loss"]))
     assert model.optimizer.use_ema
-    assert before is None or any(
-        not np.allclose(a, b) for a, b in zip(before, model.get_weights())
-    )
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
 
 
 def test_mixed_precision_keeps_schedule_in_float32():
@@ -212,3 +211,26 @@ def test_error_missing_targets(built_model):
     x, _ = conditional_task(n=4)
     with pytest.raises(ValueError, match=r"\(x, y\) pairs"):
         built_model.fit(x, epochs=1, verbose=0)
+
+
+def test_error_sample_weight_and_mismatched_parts(built_model):
+    x, y = conditional_task(n=4)
+    with pytest.raises(ValueError, match="sample_weight"):
+        built_model.fit(x, y, sample_weight=np.ones(4), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="target_channels=2"):
+        CVDM(target_channels=1, denoiser=tiny_model(target_channels=2).denoiser)
+
+
+def test_gamma_embedding_keeps_float32_precision_under_mixed_policy():
+    from keras_cvdm.layers import GammaEmbedding
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        layer = GammaEmbedding(8)
+        gammas = np.array([0.999, 0.9999, 0.99999], "float32").reshape(3, 1, 1, 1)
+        gamma_map = ops.convert_to_tensor(np.tile(gammas, (1, 4, 4, 1)), "float32")
+        out = ops.convert_to_numpy(ops.cast(layer(gamma_map), "float32"))
+        # bfloat16 rounds all three γ to 1.0; the embedding must still tell them apart.
+        assert not np.allclose(out[0], out[1]) and not np.allclose(out[1], out[2])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

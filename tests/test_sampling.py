@@ -65,7 +65,7 @@ def _analytic_model(schedule_kind):
     if schedule_kind == "learned":
         keras.utils.set_random_seed(3)
         schedule = LearnedSchedule(1, filters=4, hidden_units=8)
-        schedule.build((None, 16, 16, 1))
+        schedule.build(x_shape=(None, 16, 16, 1))
         rng = np.random.default_rng(3)
         schedule.set_weights([w + 0.3 * rng.normal(size=w.shape) for w in schedule.get_weights()])
     else:
@@ -155,3 +155,46 @@ def test_trained_model_recovers_a_deterministic_map():
     # over two seeds on JAX and PyTorch).
     assert mae < 0.3 * spread, (mae, spread)
     assert np.mean(std) < 0.3 * spread, (np.mean(std), spread)
+
+
+def test_one_ancestral_step_with_the_true_clean_image_is_the_forward_marginal():
+    """With ŷ = y exactly and z_t ~ q(z_t | y), the step must give z_s ~ q(z_s | y).
+
+    A check of `ancestral_step` that does not reuse its formulas: the posterior
+    q(z_s | z_t, y) composed with q(z_t | y) is the forward marginal N(√γ_s y, 1 − γ_s).
+    """
+    from keras_cvdm.sampling import ancestral_step
+
+    rng = np.random.default_rng(0)
+    n = 200_000
+    y = np.float32(0.4)
+    for gamma_t, gamma_s in [(0.3, 0.6), (0.05, 0.9), (0.8, 0.81)]:
+        z_t = np.sqrt(gamma_t) * y + np.sqrt(1 - gamma_t) * rng.normal(size=n)
+        z_s = ops.convert_to_numpy(
+            ancestral_step(
+                z_t.astype("float32"), np.full(n, y, "float32"), np.float32(gamma_t),
+                np.float32(gamma_s), rng.normal(size=n).astype("float32"),
+            )
+        )
+        se = np.sqrt((1 - gamma_s) / n)
+        assert abs(z_s.mean() - np.sqrt(gamma_s) * y) < 4 * se
+        assert abs(z_s.var() - (1 - gamma_s)) < 4 * (1 - gamma_s) * np.sqrt(2 / n)
+
+
+def test_compiled_sampler_sees_new_weights():
+    model = tiny_model(seed=9)
+    x = np.random.default_rng(3).normal(size=(1, 16, 16, 2)).astype("float32")
+    model.build(x.shape)
+    before = model.predict_samples(x, num_steps=4, sampler="ddim", seed=1, verbose=0)
+    rng = np.random.default_rng(0)
+    model.set_weights([w + 0.05 * rng.normal(size=w.shape) for w in model.get_weights()])
+    after = model.predict_samples(x, num_steps=4, sampler="ddim", seed=1, verbose=0)
+    assert not np.allclose(before, after)
+
+
+def test_clip_defaults_off_for_residual_targets():
+    model = tiny_model(seed=10, residual=True)
+    x = np.random.default_rng(3).normal(size=(1, 16, 16, 2)).astype("float32")
+    model.build(x.shape)
+    model.predict_samples(x, num_steps=2, sampler="ddim", seed=0, verbose=0)
+    assert (2, "ddim", False) in model._samplers

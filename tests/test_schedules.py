@@ -14,7 +14,7 @@ def _learned(seed=0, scale=1.0):
     """A learned schedule with random (not initial) weights, and a random condition."""
     keras.utils.set_random_seed(seed)
     schedule = LearnedSchedule(target_channels=2, filters=8, hidden_units=16)
-    schedule.build((None, 8, 8, 3))
+    schedule.build(x_shape=(None, 8, 8, 3))
     rng = np.random.default_rng(seed)
     schedule.set_weights([w + scale * rng.normal(size=w.shape) for w in schedule.get_weights()])
     x = rng.normal(size=(4, 8, 8, 3)).astype("float32")
@@ -173,3 +173,9 @@ def test_bad_schedule_arguments():
         CosineSchedule(5.0, -5.0)
     with pytest.raises(ValueError, match="coupling"):
         LearnedSchedule(coupling="magic")
+
+
+def test_learned_schedule_can_be_called_before_it_is_built():
+    schedule = LearnedSchedule(target_channels=1, filters=4)
+    out = schedule(np.array([0.5, 0.5], "float32"), np.zeros((2, 8, 8, 3), "float32"))
+    assert tuple(out["gamma"].shape) == (2, 8, 8, 1)

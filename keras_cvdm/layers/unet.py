@@ -26,6 +26,10 @@ class GammaEmbedding(keras.layers.Layer):
 
     def __init__(self, embedding_dim=32, frequencies=8, **kwargs):
         super().__init__(**kwargs)
+        # γ near 1 must not be rounded to a low-precision compute dtype before the
+        # float32 log-SNR (under mixed precision 0.999 and 0.9999 would merge).
+        self._convert_input_args = False
+        self._allow_non_tensor_positional_args = True
         self.embedding_dim = int(embedding_dim)
         self.frequencies = int(frequencies)
         policy = self.dtype_policy
@@ -207,6 +211,8 @@ class UNetDenoiser(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self._convert_input_args = False  # keep γ float32 (see GammaEmbedding)
+        self._allow_non_tensor_positional_args = True
         self.target_channels = int(target_channels)
         self.widths = tuple(int(w) for w in widths)
         self.blocks_per_level = int(blocks_per_level)
