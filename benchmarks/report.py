@@ -13,6 +13,27 @@ def machine():
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, Python {platform.python_version()}"
 
 
+def run_workers(script, backends, args, threads=None):
+    """Run `script --worker ARGS` once per backend (Keras fixes the backend at import).
+
+    Each worker prints its results as JSON on its last line; returns {backend: result}.
+    """
+    import json
+    import subprocess
+    import sys
+
+    results = {}
+    for backend in backends:
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+        if backend == "torch" and threads:
+            env.setdefault("OMP_NUM_THREADS", str(threads))
+        cmd = [sys.executable, script, "--worker", *map(str, args)]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        results[backend] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(backend, results[backend], flush=True)
+    return results
+
+
 def write_section(name, markdown, payload):
     """Write results/<name>.md and results/<name>.json, then rebuild RESULTS.md."""
     import json

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
@@ -97,18 +96,12 @@ def main():
         print(json.dumps(measure(args.sizes, args.naive_steps)))
         return
     import keras  # noqa: F401  (device description only)
-    from report import machine, write_section
+    from report import machine, run_workers, write_section
 
-    results = {}
-    for backend in args.backends:
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-        if backend == "torch":
-            env.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
-        cmd = [sys.executable, __file__, "--worker", "--naive-steps", str(args.naive_steps),
-               "--sizes", *map(str, args.sizes)]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-        results[backend] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(backend, results[backend], flush=True)
+    results = run_workers(
+        __file__, args.backends, ["--naive-steps", args.naive_steps, "--sizes", *args.sizes],
+        threads=os.cpu_count(),
+    )
     lines = [
         "## Sampling speed (`benchmarks/sample_speed.py`)\n",
         f"Machine: {machine()}; CPU only. Default `CVDM` (U-Net widths 32/64/128, learned "

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import platform
+import sys
 import time
 from pathlib import Path
 

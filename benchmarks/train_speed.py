@@ -10,7 +10,6 @@ Each backend runs in its own process (Keras fixes the backend at import).
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -79,16 +78,12 @@ def main():
     if args.worker:
         print(json.dumps(measure(args.sizes, args.batch, args.repeats)))
         return
-    from report import machine, write_section
+    from report import machine, run_workers, write_section
 
-    results = {}
-    for backend in args.backends:
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-        cmd = [sys.executable, __file__, "--worker", "--batch", str(args.batch),
-               "--repeats", str(args.repeats), "--sizes", *map(str, args.sizes)]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-        results[backend] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(backend, results[backend], flush=True)
+    results = run_workers(
+        __file__, args.backends,
+        ["--batch", args.batch, "--repeats", args.repeats, "--sizes", *args.sizes],
+    )
     lines = [
         "## Training speed (`benchmarks/train_speed.py`)\n",
         f"Machine: {machine()}; CPU only. Default `CVDM` (U-Net widths 32/64/128, learned "
