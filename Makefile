@@ -30,7 +30,7 @@ test: $(STAMP)
 	exit $$status
 
 demo: $(STAMP)
-	KERAS_BACKEND=$(DEMO_BACKEND) TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/keras-cvdm demo --output demo_output
+	KERAS_BACKEND=$(DEMO_BACKEND) TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/keras-cvdm demo --output demo_output --overwrite
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check keras_cvdm tests benchmarks examples
