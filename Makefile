@@ -36,7 +36,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check keras_cvdm tests benchmarks examples
 
 benchmarks: $(STAMP)
-	KERAS_BACKEND=tensorflow $(PY) benchmarks/train_speed.py
+	$(PY) benchmarks/tie_baseline.py
+	$(PY) benchmarks/train_speed.py
+	$(PY) benchmarks/sample_speed.py
 
 clean:
 	rm -rf $(VENV) demo_output
