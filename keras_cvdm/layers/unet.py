@@ -331,10 +331,9 @@ class UNetDenoiser(keras.layers.Layer):
                 if self.up_attention[level] is not None:
                     h = self.up_attention[level](h)
             if level > 0:
-                shape = ops.shape(h)
-                h = ops.image.resize(
-                    h, (shape[1] * 2, shape[2] * 2), interpolation="nearest"
-                )
+                # Nearest-neighbour ×2 by repetition: unlike a resize to a computed size,
+                # it stays valid when height and width are unknown at trace time.
+                h = ops.repeat(ops.repeat(h, 2, axis=1), 2, axis=2)
                 h = self.upsamplers[level - 1](h)
         return self.output_conv(ops.silu(self.output_norm(h)))
 

@@ -1,0 +1,109 @@
+"""Held-out evaluation of trained models against the classical baselines.
+
+Used by the preset training scripts (the numbers stored in `metadata.json`) and by the
+benchmarks. Metrics come from maintained libraries (scikit-image, SciPy; the `metrics`
+extra).
+"""
+
+import numpy as np
+
+from keras_cvdm import qpi
+from keras_cvdm.data import datasets
+from keras_cvdm.physics import phase_mae, tie_phase, tune_tie_regularization
+
+SR_TEST_SEED = 20_000
+
+
+def _metrics_libraries():
+    try:
+        from scipy import stats
+        from skimage import metrics
+    except ImportError as error:
+        raise ImportError(
+            "Evaluation needs scikit-image and SciPy: pip install 'keras-cvdm[metrics]'."
+        ) from error
+    return metrics, stats
+
+
+def spearman(a, b):
+    """Spearman rank correlation of two arrays (flattened)."""
+    _, stats = _metrics_libraries()
+    return float(stats.spearmanr(np.ravel(a), np.ravel(b)).statistic)
+
+
+def evaluate_qpi(model, num_images=16, image_size=128, noise_levels=(0.05, 0.1),
+                 num_samples=8, seed=0, **sampling):
+    """Phase MAE (rad) of `model` and of the oracle-tuned TIE on the QPI test set.
+
+    Returns `{str(noise): {...}}` with the mean-aligned and absolute (min at 0) MAE of
+    both, and the Spearman correlation of the model's std with its absolute error.
+    """
+    results = {}
+    for noise in noise_levels:
+        i_minus, i_plus, phase = datasets.qpi_test_set(num_images, image_size, noise)
+        mean, std = qpi.reconstruct(model, i_minus, i_plus, num_samples, seed, **sampling)
+        eps, _ = tune_tie_regularization(i_minus, i_plus, phase)
+        tie = tie_phase(i_minus, i_plus, regularization=eps)
+        aligned = mean - np.mean(mean - phase, axis=(1, 2), keepdims=True)
+        results[str(noise)] = {
+            "num_images": num_images,
+            "image_size": image_size,
+            "cvdm_mae_aligned": float(np.mean(phase_mae(mean, phase))),
+            "cvdm_mae_absolute": float(np.mean(phase_mae(mean, phase, alignment="min"))),
+            "tie_mae_aligned": float(np.mean(phase_mae(tie, phase))),
+            "tie_mae_absolute": float(np.mean(phase_mae(tie, phase, alignment="min"))),
+            "tie_regularization": float(eps),
+            "std_error_spearman": spearman(std, np.abs(aligned - phase)),
+            "mean_std_rad": float(np.mean(std)),
+        }
+    return results
+
+
+def sr_test_set(num_images=16, image_size=128, seed=SR_TEST_SEED, **kwargs):
+    """Held-out SR pairs `(x, y)`, `(N, H, W)` each: normalised up-sampled inputs, targets."""
+    ds = datasets.sr_dataset(
+        batch_size=num_images, image_size=image_size, num_batches=1, seed=seed,
+        augment=False, **kwargs,
+    )
+    x, y = ds[0]
+    return x[..., 0], y[..., 0]
+
+
+def _affine_fit(image, target):
+    """`a·image + b` closest to `target` in least squares (fair to any intensity scale)."""
+    design = np.stack([np.ravel(image), np.ones(image.size)], axis=1)
+    coef, *_ = np.linalg.lstsq(design, np.ravel(target), rcond=None)
+    return coef[0] * image + coef[1]
+
+
+def image_scores(estimate, target):
+    """PSNR and SSIM of `estimate` against `target` (both in the target's [-1, 1] units)."""
+    metrics, _ = _metrics_libraries()
+    return {
+        "psnr": float(metrics.peak_signal_noise_ratio(target, estimate, data_range=2.0)),
+        "ssim": float(metrics.structural_similarity(target, estimate, data_range=2.0)),
+    }
+
+
+def evaluate_sr(model, num_images=16, image_size=128, num_samples=8, seed=0, **sampling):
+    """PSNR/SSIM of `model` and of the up-sampled input on held-out SR data.
+
+    Both estimates get a per-image least-squares affine fit to the target before
+    scoring, so the up-sampled input is not penalised for its intensity scale.
+    """
+    x, y = sr_test_set(num_images, image_size)
+    mean, std = model.predict_uncertainty(
+        x[..., None], num_samples=num_samples, seed=seed, verbose=0,
+        **{"num_steps": 20, "sampler": "ddim", **sampling},
+    )
+    mean = mean[..., 0]
+    scores = {"cvdm": [], "upsampled": []}
+    for m, xi, yi in zip(mean, x, y):
+        scores["cvdm"].append(image_scores(_affine_fit(m, yi), yi))
+        scores["upsampled"].append(image_scores(_affine_fit(xi, yi), yi))
+    out = {"num_images": num_images, "image_size": image_size}
+    for method, rows in scores.items():
+        for key in ("psnr", "ssim"):
+            out[f"{method}_{key}"] = float(np.mean([r[key] for r in rows]))
+    out["std_error_spearman"] = spearman(std[..., 0], np.abs(mean - y))
+    return out

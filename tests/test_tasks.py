@@ -1,0 +1,93 @@
+"""Task-level calls: `keras_cvdm.qpi.reconstruct` and `keras_cvdm.sr.reconstruct`."""
+
+import numpy as np
+import pytest
+
+import keras_cvdm
+from keras_cvdm.data import QPINormalization, SRNormalization
+from tests.conftest import tiny_model
+
+SAMPLING = {"sampler": "ddim", "num_steps": 3}
+
+
+@pytest.fixture(scope="module")
+def qpi_model(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("qpi") / "preset")
+    model = tiny_model()
+    model.build((None, 16, 16, 2))
+    metadata = {"task": "qpi", "normalization": QPINormalization().to_dict(), "sampling": SAMPLING}
+    keras_cvdm.save_preset(model, folder, metadata)
+    return keras_cvdm.from_preset(folder)
+
+
+@pytest.fixture(scope="module")
+def sr_model(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("sr") / "preset")
+    model = tiny_model(residual=True)
+    model.build((None, 16, 16, 1))
+    metadata = {
+        "task": "sr",
+        "normalization": SRNormalization().to_dict(),
+        "sampling": SAMPLING,
+        "forward_model": {"factor": 2},
+    }
+    keras_cvdm.save_preset(model, folder, metadata)
+    return keras_cvdm.from_preset(folder)
+
+
+def _pair(n=2, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return tuple(1.0 + 0.2 * rng.random((n, size, size)) for _ in range(2))
+
+
+def test_qpi_reconstruct_is_the_posterior_in_radians(qpi_model):
+    i_minus, i_plus = _pair()
+    phase, std = keras_cvdm.qpi.reconstruct(qpi_model, i_minus, i_plus, num_samples=3, seed=5)
+    norm = QPINormalization()
+    mean, model_std = qpi_model.predict_uncertainty(
+        norm.pair_to_model(i_minus, i_plus), num_samples=3, seed=5, verbose=0, **SAMPLING
+    )
+    span = norm.phase_max - norm.phase_min
+    np.testing.assert_allclose(phase, span * (mean[..., 0] + 1) / 2 + norm.phase_min, atol=1e-5)
+    np.testing.assert_allclose(std, model_std[..., 0] * span / 2, atol=1e-6)
+    assert phase.shape == std.shape == i_minus.shape
+    assert np.all(std >= 0)
+
+
+def test_qpi_reconstruct_ignores_the_intensity_unit_and_keeps_2d_shape(qpi_model):
+    i_minus, i_plus = _pair(n=1, size=18)  # 18 is not a multiple of the U-Net's 2
+    phase, std = keras_cvdm.qpi.reconstruct(qpi_model, i_minus[0], i_plus[0], 2, seed=1)
+    scaled = keras_cvdm.qpi.reconstruct(qpi_model, 900 * i_minus[0], 900 * i_plus[0], 2, seed=1)
+    assert phase.shape == (18, 18)
+    np.testing.assert_allclose(scaled[0], phase, atol=1e-4)
+    np.testing.assert_allclose(scaled[1], std, atol=1e-4)
+
+
+def test_qpi_reconstruct_errors(qpi_model):
+    i_minus, i_plus = _pair()
+    with pytest.raises(ValueError, match="differ in shape"):
+        keras_cvdm.qpi.reconstruct(qpi_model, i_minus, i_plus[:, :8])
+    bad = i_minus.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        keras_cvdm.qpi.reconstruct(qpi_model, bad, i_plus)
+    with pytest.raises(ValueError, match=r"\(H, W\) or a stack"):
+        keras_cvdm.qpi.reconstruct(qpi_model, i_minus[..., None], i_plus[..., None])
+    bare = tiny_model()
+    with pytest.raises(ValueError, match="from_preset"):
+        keras_cvdm.qpi.reconstruct(bare, i_minus, i_plus)
+    with pytest.raises(ValueError, match="task"):
+        keras_cvdm.sr.reconstruct(qpi_model, i_minus[0])
+
+
+def test_sr_reconstruct_doubles_the_grid_and_is_affine_equivariant(sr_model):
+    rng = np.random.default_rng(0)
+    image = 10 + 50 * rng.random((2, 8, 8))
+    out, std = keras_cvdm.sr.reconstruct(sr_model, image, num_samples=2, seed=3)
+    assert out.shape == std.shape == (2, 16, 16)
+    # Percentile normalisation makes the output follow any affine change of units.
+    out2, std2 = keras_cvdm.sr.reconstruct(sr_model, 3 * image + 100, num_samples=2, seed=3)
+    np.testing.assert_allclose(out2, 3 * out + 100, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(std2, 3 * std, rtol=1e-4, atol=1e-4)
+    single, _ = keras_cvdm.sr.reconstruct(sr_model, image[0], num_samples=2, seed=3)
+    assert single.shape == (16, 16)
