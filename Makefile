@@ -45,6 +45,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/tie_baseline.py
 	$(PY) benchmarks/train_speed.py
 	$(PY) benchmarks/sample_speed.py
+	$(PY) benchmarks/preset_quality.py
 
 clean:
 	rm -rf $(VENV) demo_output

@@ -5,30 +5,45 @@ import platform
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
-ORDER = ["train_speed", "sample_speed", "tie_baseline"]
+ORDER = ["preset_quality", "train_speed", "sample_speed", "tie_baseline"]
 
 
 def machine():
     """A one-line description of the machine a benchmark ran on."""
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, Python {platform.python_version()}"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
-def run_workers(script, backends, args, threads=None):
+def run_workers(script, backends, args, threads=None, reuse=None):
     """Run `script --worker ARGS` once per backend (Keras fixes the backend at import).
 
     Each worker prints its results as JSON on its last line; returns {backend: result}.
+    `reuse`: a results JSON written earlier by the same benchmark; backends found in its
+    `"results"` are taken from it instead of being measured again.
     """
     import json
     import subprocess
     import sys
 
+    earlier = {}
+    if reuse:
+        with open(reuse) as f:
+            earlier = json.load(f)["results"]
     results = {}
     for backend in backends:
+        if backend in earlier:
+            results[backend] = earlier[backend]
+            print(backend, "(reused from", reuse + ")", flush=True)
+            continue
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
         if backend == "torch" and threads:
             env.setdefault("OMP_NUM_THREADS", str(threads))
         cmd = [sys.executable, script, "--worker", *map(str, args)]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if out.returncode:
+            raise RuntimeError(f"{backend} worker failed:\n{out.stderr[-3000:]}")
         results[backend] = json.loads(out.stdout.strip().splitlines()[-1])
         print(backend, results[backend], flush=True)
     return results

@@ -71,15 +71,18 @@ def measure(sizes, naive_steps):
             phis = ops.convert_to_numpy(phi(ops.convert_to_tensor([t, s], "float32"))[0])
             gt, gs = (np.clip(np.exp(-lam * p), 1e-6, 1 - 1e-5) for p in phis)
             eps = bare.predict_on_batch([zt, x, gt])
-            y_hat = predict_clean(zt, np.asarray(eps), gt, True)
-            zt = ops.convert_to_numpy(
-                ancestral_step(zt, y_hat, gt, gs, rng.normal(size=z.shape).astype("float32"))
+            zt_, eps_, gt_, gs_, noise = (
+                ops.convert_to_tensor(np.asarray(a, "float32"))
+                for a in (zt, eps, gt, gs, rng.normal(size=z.shape))
             )
+            y_hat = predict_clean(zt_, eps_, gt_, True)
+            zt = ops.convert_to_numpy(ancestral_step(zt_, y_hat, gt_, gs_, noise))
         naive = (time.perf_counter() - start) * 200 / naive_steps
         row["naive_ancestral200_s"] = naive
         row["speedup_over_naive"] = naive / row["ancestral200_s"]
         row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        row["rss_growth_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        row["rss_growth_mb"] = (rss_after - rss_before) / 1024
         rows.append(row)
     return rows
 
@@ -90,6 +93,7 @@ def main():
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 256])
     parser.add_argument("--naive-steps", type=int, default=50,
                         help="steps of the naive loop actually run (scaled to 200)")
+    parser.add_argument("--reuse", help="earlier results JSON: backends in it are not re-measured")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -100,7 +104,7 @@ def main():
 
     results = run_workers(
         __file__, args.backends, ["--naive-steps", args.naive_steps, "--sizes", *args.sizes],
-        threads=os.cpu_count(),
+        threads=os.cpu_count(), reuse=args.reuse,
     )
     lines = [
         "## Sampling speed (`benchmarks/sample_speed.py`)\n",

@@ -78,7 +78,9 @@ def run(recipe, make_dataset, evaluate, args):
     keras.utils.set_random_seed(recipe["seed"])
     recipe = dict(recipe, steps=args.steps)
     if os.path.exists(os.path.join(args.output, "config.json")) and not args.overwrite:
-        raise SystemExit(f"{args.output} already holds a preset; pass --overwrite or another --output.")
+        raise SystemExit(
+            f"{args.output} already holds a preset; pass --overwrite or another --output."
+        )
     os.makedirs(args.workdir, exist_ok=True)
     chunk = recipe["steps_per_epoch"]
     epochs = max(1, round(recipe["steps"] / chunk))

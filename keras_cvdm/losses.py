@@ -59,7 +59,8 @@ def snr_series_second_derivative(gamma, dgamma, d2gamma, order=1):
 
 def gamma_loss(gamma, dgamma, d2gamma, order=1):
     """`L_γ = (∂t² S_n)²` per example (mean over pixels): keeps the SNR's curvature small."""
-    return _mean_per_example(ops.square(snr_series_second_derivative(gamma, dgamma, d2gamma, order)))
+    second = snr_series_second_derivative(gamma, dgamma, d2gamma, order)
+    return _mean_per_example(ops.square(second))
 
 
 def cvdm_loss_terms(eps, eps_hat, y, terms_t, gamma_t0, gamma_t1, order=1):

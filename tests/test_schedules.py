@@ -67,7 +67,8 @@ def test_closed_form_derivatives_match_finite_differences(name):
 
     def gamma(t):
         # Unclipped γ = exp(−λ Φ(t)), per pixel.
-        phi = schedule.time_terms(ops.reshape(ops.convert_to_tensor(t, "float32"), (-1, 1, 1, 1)))[0]
+        t = ops.reshape(ops.convert_to_tensor(t, "float32"), (-1, 1, 1, 1))
+        phi = schedule.time_terms(t)[0]
         return ops.convert_to_numpy(ops.exp(-lam * phi)).astype("float64")
 
     out = schedule.terms(TIMES, lam)
@@ -111,8 +112,9 @@ def test_gamma_boundaries_monotone_and_beta_nonnegative(name, seed):
 
 def test_fixed_schedules_do_not_depend_on_the_condition():
     for schedule in (LinearSchedule(), CosineSchedule()):
-        a = schedule.gamma(np.array([0.4], "float32"), schedule.schedule_map(np.zeros((1, 4, 4, 1))))
-        b = schedule.gamma(np.array([0.4], "float32"), schedule.schedule_map(np.ones((1, 4, 4, 1))))
+        t = np.array([0.4], "float32")
+        a = schedule.gamma(t, schedule.schedule_map(np.zeros((1, 4, 4, 1))))
+        b = schedule.gamma(t, schedule.schedule_map(np.ones((1, 4, 4, 1))))
         np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
 
 
