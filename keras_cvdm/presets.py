@@ -163,10 +163,15 @@ def save_preset(model, folder, metadata=None, overwrite=False):
         )
     os.makedirs(folder, exist_ok=True)
     config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)  # a preset is for inference: no optimizer
     with open(os.path.join(folder, CONFIG_FILE), "w") as f:
         json.dump(config, f, indent=2)
     weights = os.path.join(folder, WEIGHTS_FILE)
-    model.save_weights(weights, overwrite=True)
+    # A compiled model's weights file also holds the optimizer's state (2–4× the size);
+    # a preset ships the model's weights only, from an uncompiled copy.
+    bare = keras.saving.deserialize_keras_object(config)
+    bare.set_weights(model.get_weights())
+    bare.save_weights(weights, overwrite=True)
     metadata = dict(metadata or {})
     metadata.update(
         weights_sha256=sha256_of(weights),

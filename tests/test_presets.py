@@ -10,6 +10,8 @@ import shutil
 import tarfile
 import threading
 
+import h5py
+import keras
 import numpy as np
 import pytest
 
@@ -24,6 +26,9 @@ def preset_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("presets") / "tiny"
     model = tiny_model()
     model.build((None, 16, 16, 2))
+    # Trained a step, so the optimizer has state that must stay out of the preset.
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.train_on_batch(_x(), np.zeros((2, 16, 16, 1), "float32"))
     metadata = {
         "task": "qpi",
         "normalization": keras_cvdm.data.QPINormalization().to_dict(),
@@ -46,6 +51,8 @@ def test_folder_round_trip_gives_identical_samples(preset_dir):
     np.testing.assert_array_equal(
         first.predict_samples(_x(), **kwargs), second.predict_samples(_x(), **kwargs)
     )
+    with h5py.File(os.path.join(preset_dir, presets.WEIGHTS_FILE)) as f:
+        assert "optimizer" not in f, "the optimizer state must not ship in a preset"
     meta = first.metadata
     assert meta["task"] == "qpi"
     assert meta["keras_cvdm_version"] == keras_cvdm.__version__
