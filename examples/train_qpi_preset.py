@@ -34,6 +34,9 @@ RECIPE = {
                        "at -dz and +dz, with per-pixel uncertainty.",
         "input": "channels (I(-dz), I(+dz)), raw intensities, any unit",
         "output": "phase in radians (background near 0)",
+        "phase_convention": "training phase maps span [0, 3.5] rad with their minimum (the "
+                            "background) at 0 rad; intensities fix phase only up to a "
+                            "constant, which the model infers from this convention",
         "forward_model": {"wavelength_um": optics.PAPER_WAVELENGTH,
                           "pixel_size_um": optics.PAPER_PIXEL_SIZE,
                           "defocus_um": optics.PAPER_DEFOCUS,

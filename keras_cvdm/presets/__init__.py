@@ -7,7 +7,7 @@ A preset is a folder in keras-hub's layout:
 - `metadata.json`: the task, the forward model and normalisation the model was trained
   with, the training recipe, validation metrics, and the sha256 of the weights.
 
-Built-in presets ship inside the package (`keras_cvdm/pretrained/<name>/`), so loading one
+Built-in presets ship inside the package (`keras_cvdm/presets/<name>/`), so loading one
 never touches the network. A preset can also be a local folder, or an `https://` URL of
 a `.tar.gz`/`.zip` archive of such a folder given with its sha256: it is downloaded once
 into the Keras cache, verified, and extracted there (members that would land outside the
@@ -28,7 +28,7 @@ import keras
 
 from keras_cvdm.version import __version__
 
-BUILTIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+BUILTIN_DIR = os.path.dirname(os.path.abspath(__file__))
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
