@@ -50,9 +50,16 @@ def set_threads(threads):
 
 def build_model(recipe):
     import keras_cvdm
-    from keras_cvdm.layers import UNetDenoiser
+    from keras_cvdm.layers import UNetDenoiser, UNetRegressor
 
     m = recipe["model"]
+    mean = m.get("mean_network")
+    mean_network = None
+    if mean:
+        mean_network = UNetRegressor(
+            m["target_channels"], widths=tuple(mean["widths"]),
+            embedding_dim=mean.get("embedding_dim", 32), name="mean_network",
+        )
     denoiser = UNetDenoiser(
         m["target_channels"],
         widths=tuple(m["widths"]),
@@ -64,6 +71,9 @@ def build_model(recipe):
         target_channels=m["target_channels"],
         denoiser=denoiser,
         residual=m.get("residual", False),
+        zero_mean=mean_network is not None,
+        mean_network=mean_network,
+        target_scale=m.get("target_scale", 1.0),
         seed=recipe["seed"],
     )
 

@@ -36,6 +36,9 @@ class CVDM(CVDMTrainer, keras.Model):
         residual: diffuse `y − x[..., :target_channels]` instead of `y` (when x and y
             share a grid, as in super-resolution).
         zero_mean: learn a mean network `μ(x)` with MSE and diffuse `y − μ(x)`.
+        mean_network: the layer `μ` used with `zero_mean=True`, called as
+            `mean_network(x)` and returning `target_channels` channels. Default: a
+            small `ConvNet`; a `UNetRegressor` sees the whole image.
         target_scale: the diffused quantity is divided by this (residual / zero-mean
             targets are often small).
         mean_weight: weight of the mean network's MSE (`zero_mean=True` only).
@@ -68,6 +71,7 @@ class CVDM(CVDMTrainer, keras.Model):
         snr_order=1,
         residual=False,
         zero_mean=False,
+        mean_network=None,
         target_scale=1.0,
         mean_weight=1.0,
         num_timesteps=200,
@@ -108,11 +112,13 @@ class CVDM(CVDMTrainer, keras.Model):
         self.num_timesteps = int(num_timesteps)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
-        self.mean_network = (
-            ConvNet(self.target_channels, filters=32, depth=4, name="mean_network")
-            if self.zero_mean
-            else None
-        )
+        if mean_network is not None and not self.zero_mean:
+            raise ValueError("mean_network is only used with zero_mean=True; set zero_mean=True.")
+        if isinstance(mean_network, dict):
+            mean_network = keras.saving.deserialize_keras_object(mean_network)
+        if self.zero_mean and mean_network is None:
+            mean_network = ConvNet(self.target_channels, filters=32, depth=4, name="mean_network")
+        self.mean_network = mean_network
         names = ("loss",) + _TERM_NAMES + (("mean_loss",) if self.zero_mean else ())
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self._condition_shape = None
@@ -130,7 +136,8 @@ class CVDM(CVDMTrainer, keras.Model):
     @property
     def downsampling_factor(self):
         """Image height and width must be multiples of this."""
-        return int(getattr(self.denoiser, "downsampling_factor", 1))
+        parts = (self.denoiser, self.mean_network)
+        return max(int(getattr(part, "downsampling_factor", 1)) for part in parts)
 
     @property
     def condition_channels(self):
@@ -183,6 +190,11 @@ class CVDM(CVDMTrainer, keras.Model):
                 "snr_order": self.snr_order,
                 "residual": self.residual,
                 "zero_mean": self.zero_mean,
+                "mean_network": (
+                    keras.saving.serialize_keras_object(self.mean_network)
+                    if self.zero_mean
+                    else None
+                ),
                 "target_scale": self.target_scale,
                 "mean_weight": self.mean_weight,
                 "num_timesteps": self.num_timesteps,
@@ -194,7 +206,7 @@ class CVDM(CVDMTrainer, keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("schedule", "denoiser"):
+        for key in ("schedule", "denoiser", "mean_network"):
             if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)

@@ -6,6 +6,7 @@ import pytest
 from keras import ops
 
 from keras_cvdm import CVDM, LinearSchedule
+from keras_cvdm.layers import ConvNet, UNetRegressor
 
 from .conftest import BACKEND, compile_fast, conditional_task, tiny_model
 
@@ -111,6 +112,47 @@ def test_residual_and_zero_mean_options(option):
     assert np.isfinite(history["loss"][-1])
     if option == "zero_mean":
         assert "mean_loss" in history
+
+
+def test_unet_mean_network_sees_the_whole_image():
+    """A pixel in one corner moves μ in the opposite corner (the ConvNet's cannot)."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 16, 16, 2)).astype("float32")
+    far = x.copy()
+    far[0, 0, 0] += 5.0
+    for net, reaches in ((UNetRegressor(1, widths=(8, 16, 32)), True),
+                         (ConvNet(1, filters=8, depth=4), False)):
+        net.build(x.shape)
+        net.set_weights([w + 0.1 * rng.normal(size=w.shape) for w in net.get_weights()])
+        change = np.abs(ops.convert_to_numpy(net(far)) - ops.convert_to_numpy(net(x)))
+        assert (change[0, -1, -1, 0] > 1e-6) == reaches
+        assert change[0, 0, 0, 0] > 1e-6
+
+
+def test_zero_mean_with_unet_mean_network_round_trip(tmp_path):
+    x, y = conditional_task(n=8)
+    model = tiny_model(seed=3, zero_mean=True, target_scale=0.25,
+                       mean_network=UNetRegressor(1, widths=(8, 16)))
+    assert model.downsampling_factor == 2
+    compile_fast(model)
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0).history
+    assert np.all(np.isfinite(history["mean_loss"]))
+    path = str(tmp_path / "zero_mean.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded.mean_network, UNetRegressor)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(loaded.mean_network(x)),
+        ops.convert_to_numpy(model.mean_network(x)), atol=1e-6,
+    )
+    a = model.predict_samples(x[:2], num_steps=5, sampler="ddim", seed=1, verbose=0)
+    b = loaded.predict_samples(x[:2], num_steps=5, sampler="ddim", seed=1, verbose=0)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_mean_network_needs_zero_mean():
+    with pytest.raises(ValueError, match="zero_mean=True"):
+        tiny_model(mean_network=UNetRegressor(1, widths=(8, 16)))
 
 
 def test_save_and_load_round_trip(tmp_path):

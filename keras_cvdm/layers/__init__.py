@@ -2,7 +2,13 @@
 
 from keras_cvdm.layers.conv_net import ConvNet
 from keras_cvdm.layers.monotone_time import MonotoneTime
-from keras_cvdm.layers.unet import GammaEmbedding, ResidualBlock, SpatialAttention, UNetDenoiser
+from keras_cvdm.layers.unet import (
+    GammaEmbedding,
+    ResidualBlock,
+    SpatialAttention,
+    UNetDenoiser,
+    UNetRegressor,
+)
 
 __all__ = [
     "ConvNet",
@@ -11,4 +17,5 @@ __all__ = [
     "ResidualBlock",
     "SpatialAttention",
     "UNetDenoiser",
+    "UNetRegressor",
 ]

@@ -352,3 +352,78 @@ class UNetDenoiser(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_cvdm")
+class UNetRegressor(keras.layers.Layer):
+    """The same U-Net as a plain regressor `x → μ(x)`, for zero-mean diffusion.
+
+    `CVDM(zero_mean=True, mean_network=UNetRegressor(...))` learns the conditional mean
+    with a U-Net's receptive field (the default mean network is a small `ConvNet`,
+    which only sees a few pixels around each output). It wraps a `UNetDenoiser` whose
+    noisy-target input is held at zero and whose γ input is a constant, so both only
+    add learned constants.
+
+    Args:
+        output_channels: channels of `μ(x)`.
+        widths, blocks_per_level, attention_levels, embedding_dim, groups: as for
+            `UNetDenoiser`.
+
+    Examples:
+    >>> net = UNetRegressor(output_channels=1, widths=(8, 16))
+    >>> net(keras.ops.zeros((2, 16, 16, 2))).shape
+    (2, 16, 16, 1)
+    """
+
+    def __init__(
+        self,
+        output_channels=1,
+        widths=(32, 64, 128),
+        blocks_per_level=1,
+        attention_levels=(),
+        embedding_dim=32,
+        groups=8,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.output_channels = int(output_channels)
+        self.unet = UNetDenoiser(
+            self.output_channels, widths=widths, blocks_per_level=blocks_per_level,
+            attention_levels=attention_levels, embedding_dim=embedding_dim, groups=groups,
+            dtype=self.dtype_policy, name="unet",
+        )
+
+    @property
+    def downsampling_factor(self):
+        """Input height and width must be multiples of this."""
+        return self.unet.downsampling_factor
+
+    def _constant_inputs(self, x):
+        batch, height, width = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2]
+        zeros = ops.zeros((batch, height, width, self.output_channels), x.dtype)
+        return zeros, ops.full((batch, 1, 1, 1), 0.5, "float32")
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        target = shape[:-1] + (self.output_channels,)
+        self.unet.build((target, shape, (shape[0], 1, 1, 1)))
+        self.built = True
+
+    def call(self, x, training=None):
+        zeros, gamma = self._constant_inputs(x)
+        return self.unet([zeros, x, gamma], training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        unet = self.unet
+        config.update(
+            {
+                "output_channels": self.output_channels,
+                "widths": list(unet.widths),
+                "blocks_per_level": unet.blocks_per_level,
+                "attention_levels": list(unet.attention_levels),
+                "embedding_dim": unet.embedding_dim,
+                "groups": unet.groups,
+            }
+        )
+        return config
