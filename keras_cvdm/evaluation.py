@@ -69,11 +69,12 @@ def sr_test_set(num_images=16, image_size=128, seed=SR_TEST_SEED, **kwargs):
     return x[..., 0], y[..., 0]
 
 
-def _affine_fit(image, target):
-    """`a·image + b` closest to `target` in least squares (fair to any intensity scale)."""
+def affine_fit(image, target):
+    """`(a·image + b, a)`: the affine map of `image` closest to `target` in least squares
+    (fair to any intensity scale), and its slope (to rescale an uncertainty with it)."""
     design = np.stack([np.ravel(image), np.ones(image.size)], axis=1)
     coef, *_ = np.linalg.lstsq(design, np.ravel(target), rcond=None)
-    return coef[0] * image + coef[1]
+    return coef[0] * image + coef[1], float(coef[0])
 
 
 def image_scores(estimate, target):
@@ -99,8 +100,8 @@ def evaluate_sr(model, num_images=16, image_size=128, num_samples=8, seed=0, **s
     mean = mean[..., 0]
     scores = {"cvdm": [], "upsampled": []}
     for m, xi, yi in zip(mean, x, y):
-        scores["cvdm"].append(image_scores(_affine_fit(m, yi), yi))
-        scores["upsampled"].append(image_scores(_affine_fit(xi, yi), yi))
+        scores["cvdm"].append(image_scores(affine_fit(m, yi)[0], yi))
+        scores["upsampled"].append(image_scores(affine_fit(xi, yi)[0], yi))
     out = {"num_images": num_images, "image_size": image_size}
     for method, rows in scores.items():
         for key in ("psnr", "ssim"):
