@@ -178,9 +178,13 @@ def region_gamma(model, x, y):
     upper = np.percentile(y, 75, axis=(1, 2, 3), keepdims=True)
     lower = np.percentile(y, 25, axis=(1, 2, 3), keepdims=True)
     structure, background = y >= upper, y <= lower
+    from keras import ops
+
     curves = {"t": times.tolist(), "structure": [], "background": []}
+    lam = ops.convert_to_tensor(model.schedule_map(x))  # λ(x) once, reused for every t
     for t in times:
-        gamma = np.broadcast_to(model.gamma(float(t), x), y.shape)
+        gamma = model.schedule.gamma(ops.full((len(x),), float(t)), lam)
+        gamma = np.broadcast_to(ops.convert_to_numpy(gamma), y.shape)
         curves["structure"].append(float(gamma[structure].mean()))
         curves["background"].append(float(gamma[background].mean()))
     return curves
