@@ -91,3 +91,25 @@ def test_sr_reconstruct_doubles_the_grid_and_is_affine_equivariant(sr_model):
     np.testing.assert_allclose(std2, 3 * std, rtol=1e-4, atol=1e-4)
     single, _ = keras_cvdm.sr.reconstruct(sr_model, image[0], num_samples=2, seed=3)
     assert single.shape == (16, 16)
+
+
+def test_evaluate_qpi_breaks_the_mae_down_by_phantom_kind(qpi_model):
+    from keras_cvdm.data import datasets
+    from keras_cvdm.evaluation import evaluate_qpi
+    from keras_cvdm.physics import phase_mae, tie_phase
+
+    result = evaluate_qpi(qpi_model, num_images=10, image_size=16, noise_levels=(0.05,),
+                          num_samples=2)["0.05"]
+    by_kind = result["by_kind"]
+    _, _, _, kinds = datasets.qpi_test_set(10, 16, 0.05, return_kinds=True)
+    assert {k: v["num_images"] for k, v in by_kind.items()} == {
+        k: kinds.count(k) for k in set(kinds)
+    }
+    # The image-weighted mean of the per-kind MAEs is the overall MAE, for both methods.
+    for method in ("cvdm", "tie"):
+        pooled = sum(v["num_images"] * v[f"{method}_mae_aligned"] for v in by_kind.values())
+        assert pooled / 10 == pytest.approx(result[f"{method}_mae_aligned"], rel=1e-5)
+    # And the TIE numbers are TIE's, at the tuned regularisation.
+    i_minus, i_plus, phase = datasets.qpi_test_set(10, 16, 0.05)
+    tie = tie_phase(i_minus, i_plus, regularization=result["tie_regularization"])
+    assert np.mean(phase_mae(tie, phase)) == pytest.approx(result["tie_mae_aligned"], rel=1e-5)
