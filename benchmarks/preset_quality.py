@@ -81,10 +81,14 @@ def main():
         for kind in kinds:
             cells = []
             for n in noises:
-                k = qpi[n]["by_kind"][kind]
+                k = qpi[n].get("by_kind", {}).get(kind)
+                if k is None:
+                    cells.append("—")
+                    continue
                 mark = " ✓" if k["cvdm_mae_aligned"] < k["tie_mae_aligned"] else ""
                 cells.append(f"{k['cvdm_mae_aligned']:.3f} / {k['tie_mae_aligned']:.3f}{mark}")
-            count = qpi[noises[0]]["by_kind"][kind]["num_images"]
+            count = max(r.get("by_kind", {}).get(kind, {}).get("num_images", 0)
+                        for r in qpi.values())
             lines.append(f"| {kind} | {count} | " + " | ".join(cells) + " |")
         lines.append("\n✓: CVDM lower.")
     lines += [

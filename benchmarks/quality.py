@@ -16,7 +16,8 @@ only the noise schedule differs.
 - the classical baseline: TIE with its regularisation tuned on the validation set (QPI),
   the cubic up-sampled input (SR).
 - ablations of the learned model: α ∈ {0, 1e-2}; the exact coupling τ = Φ′ (one time
-  network); samplers DDIM-20 and DDIM-50 against the ancestral-200 used for every method.
+  network), on the scale's `ablation_seeds` first seeds (one at CPU scale); samplers
+  DDIM-20 and DDIM-50 against the ancestral-200 used for every method (all seeds).
 
 Test sets come from seeds never used in training or validation. Metrics (per image, then
 mean over images; mean ± std over training seeds): MAE, PSNR, SSIM and MS-SSIM
@@ -419,6 +420,10 @@ def plots(tables, path_calibration, path_gamma):
 
 
 def fmt(summary, digits=3):
+    """`mean ± std` over seeds; the mean alone for one value (a deterministic baseline or a
+    one-seed ablation)."""
+    if summary["n"] == 1:
+        return f"{summary['mean']:.{digits}f}"
     return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
 
 

@@ -34,6 +34,6 @@ def test_overconfident_std_undercovers_and_uninformative_std_does_not_rank():
     estimate = rng.normal(size=truth.shape)  # unit errors everywhere
     half = quality.uncertainty_metrics(estimate, np.full(truth.shape, 0.5), truth)
     # With std = 0.5 the ±2σ interval is ±1σ of the true errors.
-    assert half["coverage_2std"] == pytest.approx(2 * NormalDist().cdf(1) - 1, abs=0.01)
+    assert half["coverage_2std"] == pytest.approx(2 * NormalDist().cdf(1) - 1, abs=0.015)
     noise = quality.uncertainty_metrics(estimate, rng.uniform(0.5, 1.5, truth.shape), truth)
     assert abs(noise["spearman"]) < 0.05
