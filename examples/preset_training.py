@@ -24,8 +24,9 @@ def parse_args(recipe, description):
                         help="training steps (the shipped preset's value is the default)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
     parser.add_argument("--overwrite", action="store_true", help="replace --output")
-    parser.add_argument("--eval-images", type=int, default=8,
-                        help="held-out test images per noise level")
+    parser.add_argument("--eval-images", type=int, default=recipe.get("eval_images", 8),
+                        help="held-out test images per noise level (default: the number "
+                        "behind the shipped preset's metadata)")
     parser.add_argument("--eval-only", action="store_true",
                         help="skip training: evaluate the last checkpoint and write the preset")
     return parser.parse_args()

@@ -25,6 +25,7 @@ RECIPE = {
     "name": "qpi",
     "script": "qpi",
     "seed": 1,
+    "eval_images": 64,
     "steps": 2500,
     "steps_per_epoch": 50,
     "batch_size": 8,
