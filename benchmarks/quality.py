@@ -270,8 +270,13 @@ def run_name(spec):
 
 
 def run_specs(specs, scale_name, workers):
-    """Run the specs not cached yet, `workers` processes at a time; return all results."""
+    """Run the specs not cached yet, `workers` processes at a time; return all results.
+
+    The wall time spent running is added to the scale's total in `RUNS` (so a resumed or
+    report-only invocation still states what the whole benchmark cost).
+    """
     os.makedirs(RUNS, exist_ok=True)
+    started = time.time()
 
     def one(spec):
         path = os.path.join(RUNS, f"{scale_name}__{run_name(spec)}.json")
@@ -288,8 +293,25 @@ def run_specs(specs, scale_name, workers):
         with open(path) as f:
             return json.load(f)
 
+    missing = [s for s in specs
+               if not os.path.exists(os.path.join(RUNS, f"{scale_name}__{run_name(s)}.json"))]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, specs))
+        results = list(pool.map(one, specs))
+    if missing:
+        walls = run_walls()
+        walls[scale_name] = walls.get(scale_name, 0.0) + time.time() - started
+        with open(os.path.join(RUNS, "wall_seconds.json"), "w") as f:
+            json.dump(walls, f, indent=1)
+    return results
+
+
+def run_walls():
+    """`{scale: seconds}`: wall time spent training and scoring runs, over all invocations."""
+    path = os.path.join(RUNS, "wall_seconds.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def specs_for(task, seeds, ablation_seeds, linear=None, cosine=None):
@@ -427,7 +449,7 @@ def fmt(summary, digits=3):
     return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
 
 
-def markdown(tables, grids, tuned, infos, scale_name, scale, seconds):
+def markdown(tables, grids, tuned, infos, scale_name, scale):
     from report import machine
 
     lines = [
@@ -438,7 +460,8 @@ def markdown(tables, grids, tuned, infos, scale_name, scale, seconds):
         f"{scale['seeds']} training seeds ({scale['ablation_seeds']} for the α and coupling "
         f"ablations), {scale['val_images']} validation and {scale['test_images']} test images, "
         f"{scale['num_samples']} samples per image, ancestral sampler with 200 steps. "
-        f"TensorFlow, {machine()}; wall time {seconds / 60:.0f} min. QPI test noise std "
+        f"TensorFlow, {machine()}; wall time of the runs "
+        f"{run_walls().get(scale_name, 0.0) / 60:.0f} min. QPI test noise std "
         f"{QPI_NOISE}; metrics mean ± std over training seeds (baselines are deterministic). "
         "`python benchmarks/quality.py --scale gpu` runs the same protocol larger.\n",
     ]
@@ -459,11 +482,24 @@ def markdown(tables, grids, tuned, infos, scale_name, scale, seconds):
         learned = table["learned"]
         for family in ("linear", "cosine"):
             d = learned["mae"]["mean"] - table[family]["mae"]["mean"]
+            spread = (learned["mae"]["std"] ** 2 + table[family]["mae"]["std"] ** 2) ** 0.5
+            verdict = ("within the spread" if abs(d) <= spread else
+                       "learned better" if d < 0 else "learned worse")
             lines.append(
                 f"\nLearned vs tuned {family}: MAE {d:+.4f} "
-                f"({100 * d / table[family]['mae']['mean']:+.1f}%; negative = learned better), "
+                f"({100 * d / table[family]['mae']['mean']:+.1f}%; negative = learned better; "
+                f"{verdict}: seed spread ±{spread:.4f}), "
                 f"PSNR {learned['psnr']['mean'] - table[family]['psnr']['mean']:+.2f} dB."
             )
+        ends = {m: table[m]["_gamma"] for m in ("learned", "linear", "cosine")
+                if "_gamma" in table[m]}
+        if ends:
+            lines.append("Signal fraction left at t = 1, γ(1) (first seed; sampling starts from "
+                         "pure noise, γ = 0): " + "; ".join(
+                             f"{m} {g['structure'][-1]:.3f}" + (
+                                 f" (structure) / {g['background'][-1]:.3f} (background)"
+                                 if m == "learned" else "")
+                             for m, g in ends.items()) + ".")
         if "lambda_std_spearman" in learned:
             rho = fmt(learned["lambda_std_spearman"], 2)
             lines.append(f"ρ(λ(x), std) for the learned model: {rho}.")
@@ -496,7 +532,6 @@ def main():
         return
     from report import RESULTS, write_section
 
-    start = time.time()
     seeds = list(range(scale["seeds"]))
     ablation_seeds = scale["ablation_seeds"]
     first = [s for task in args.tasks for s in specs_for(task, seeds[:1], ablation_seeds)]
@@ -515,8 +550,7 @@ def main():
           os.path.join(RESULTS, "quality_gamma.png"))
     payload = {task: {m: {k: v for k, v in row.items() if not k.startswith("_")}
                       for m, row in table.items()} for task, table in tables.items()}
-    write_section("quality", markdown(tables, grids, tuned, infos, args.scale, scale,
-                                      time.time() - start), payload)
+    write_section("quality", markdown(tables, grids, tuned, infos, args.scale, scale), payload)
 
 
 if __name__ == "__main__":
