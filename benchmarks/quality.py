@@ -48,8 +48,7 @@ RUNS = os.path.join(HERE, "results", "quality_runs")
 
 SCALES = {
     # Sized to finish in under two hours on 2 CPU cores (two workers, one thread each):
-    # 32 training runs of ~3 min plus ~3 min of ancestral sampling each. The ablations
-    # run on the first `ablation_seeds` training seeds only.
+    # 32 runs, 103 min measured. The ablations run on the first `ablation_seeds` seeds.
     "cpu": {"image_size": 32, "steps": 1200, "batch_size": 16, "widths": [16, 32, 64],
             "val_images": 8, "test_images": 16, "num_samples": 8, "seeds": 3,
             "ablation_seeds": 1},
@@ -161,7 +160,8 @@ def uncertainty_metrics(estimate, std, truth):
     from statistics import NormalDist
 
     import numpy as np
-    from scipy import stats
+
+    from keras_cvdm.evaluation import spearman
 
     error = np.abs(estimate - truth)
     std = np.maximum(std, 1e-12)
@@ -170,7 +170,7 @@ def uncertainty_metrics(estimate, std, truth):
         for level in CALIBRATION_LEVELS
     ]
     return {
-        "spearman": float(stats.spearmanr(std.ravel(), error.ravel()).statistic),
+        "spearman": spearman(std, error),
         "coverage_2std": float(np.mean(error <= 2.0 * std)),
         "calibration": observed,
     }
@@ -179,13 +179,12 @@ def uncertainty_metrics(estimate, std, truth):
 def region_gamma(model, x, y):
     """γ(t) averaged over structure (top quartile of the target) and background pixels."""
     import numpy as np
+    from keras import ops
 
     times = np.linspace(0.0, 1.0, 21)
     upper = np.percentile(y, 75, axis=(1, 2, 3), keepdims=True)
     lower = np.percentile(y, 25, axis=(1, 2, 3), keepdims=True)
     structure, background = y >= upper, y <= lower
-    from keras import ops
-
     curves = {"t": times.tolist(), "structure": [], "background": []}
     lam = ops.convert_to_tensor(model.schedule_map(x))  # λ(x) once, reused for every t
     for t in times:
@@ -223,7 +222,8 @@ def build_model(spec, scale):
 def train_and_score(spec, scale):
     """Train one model and score it on the validation and test sets."""
     import keras
-    from scipy import stats
+
+    from keras_cvdm.evaluation import spearman
 
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -254,8 +254,7 @@ def train_and_score(spec, scale):
             scores.update(uncertainty_metrics(estimate, std, truth))
             if spec["family"] == "learned":
                 lam = model.schedule_map(xs)[..., 0]
-                rho = stats.spearmanr(lam.ravel(), std.ravel()).statistic
-                scores["lambda_std_spearman"] = float(rho)
+                scores["lambda_std_spearman"] = spearman(lam, std)
             result[f"{split}/{sampler}{steps}"] = scores
         if split == "test" and spec["variant"] in ("learned", "linear", "cosine"):
             result["gamma"] = region_gamma(model, xs, ys)
@@ -269,6 +268,11 @@ def run_name(spec):
     return f"{spec['task']}__{spec['variant']}__{spec['setting']}__seed{spec['seed']}"
 
 
+def run_path(spec, scale_name):
+    """Where one run's result is cached."""
+    return os.path.join(RUNS, f"{scale_name}__{run_name(spec)}.json")
+
+
 def run_specs(specs, scale_name, workers):
     """Run the specs not cached yet, `workers` processes at a time; return all results.
 
@@ -279,7 +283,7 @@ def run_specs(specs, scale_name, workers):
     started = time.time()
 
     def one(spec):
-        path = os.path.join(RUNS, f"{scale_name}__{run_name(spec)}.json")
+        path = run_path(spec, scale_name)
         if not os.path.exists(path):
             env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2",
                        OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1",
@@ -293,8 +297,7 @@ def run_specs(specs, scale_name, workers):
         with open(path) as f:
             return json.load(f)
 
-    missing = [s for s in specs
-               if not os.path.exists(os.path.join(RUNS, f"{scale_name}__{run_name(s)}.json"))]
+    missing = [s for s in specs if not os.path.exists(run_path(s, scale_name))]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(one, specs))
     if missing:
@@ -491,15 +494,18 @@ def markdown(tables, grids, tuned, infos, scale_name, scale):
                 f"{verdict}: seed spread ±{spread:.4f}), "
                 f"PSNR {learned['psnr']['mean'] - table[family]['psnr']['mean']:+.2f} dB."
             )
-        ends = {m: table[m]["_gamma"] for m in ("learned", "linear", "cosine")
-                if "_gamma" in table[m]}
+        ends = []
+        for method in ("learned", "linear", "cosine"):
+            g = table[method].get("_gamma")
+            if g is None:
+                continue
+            end = f"{method} {g['structure'][-1]:.3f}"
+            if method == "learned":
+                end += f" (structure) / {g['background'][-1]:.3f} (background)"
+            ends.append(end)
         if ends:
             lines.append("Signal fraction left at t = 1, γ(1) (first seed; sampling starts from "
-                         "pure noise, γ = 0): " + "; ".join(
-                             f"{m} {g['structure'][-1]:.3f}" + (
-                                 f" (structure) / {g['background'][-1]:.3f} (background)"
-                                 if m == "learned" else "")
-                             for m, g in ends.items()) + ".")
+                         f"pure noise, γ = 0): {'; '.join(ends)}.")
         if "lambda_std_spearman" in learned:
             rho = fmt(learned["lambda_std_spearman"], 2)
             lines.append(f"ρ(λ(x), std) for the learned model: {rho}.")
