@@ -10,11 +10,14 @@ For each backend and size (batch 1, default U-Net, learned schedule):
 - a naive loop as research code does it (a Python loop calling the denoiser through
   `predict_on_batch` each step and re-running the schedule network each step), and the
   speed-up over it;
-- the process's peak memory after compiled sampling (measured before the naive loop, whose
-  own peak is reported separately: on PyTorch it grows with the steps).
+- the process's peak memory (resident set) while the compiled samplers run, and separately
+  while the bare U-Net runs through `predict_on_batch` and while the naive loop runs. On
+  Linux the peak is reset before each stage (`/proc/self/clear_refs`), so each figure is that
+  stage's own high-water mark; elsewhere it is the process's running maximum.
 """
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -23,6 +26,27 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+
+
+def reset_peak_rss():
+    """Start a new high-water mark of resident memory (Linux; a no-op elsewhere)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb():
+    """Peak resident memory since the last `reset_peak_rss` (Linux) or since start."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(sizes, naive_steps):
@@ -37,9 +61,19 @@ def measure(sizes, naive_steps):
     for size in sizes:
         rng = np.random.default_rng(0)
         x = rng.normal(size=(1, size, size, 2)).astype("float32")
+        reset_peak_rss()
         model = CVDM(target_channels=1, seed=0)
         model.build(x.shape)
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        row = {"size": size}
+        # The compiled samplers first, so that their peak memory is their own.
+        for sampler, steps in (("ancestral", 200), ("ddim", 20)):
+            model.predict_samples(x, num_steps=steps, sampler=sampler, seed=0, verbose=0)
+            start = time.perf_counter()
+            model.predict_samples(x, num_steps=steps, sampler=sampler, seed=1, verbose=0)
+            row[f"{sampler}{steps}_s"] = time.perf_counter() - start
+        row["peak_rss_mb"] = peak_rss_mb()
+        # One compiled forward of the bare U-Net, the unit the overheads are measured in.
+        reset_peak_rss()
         z_in, x_in, g_in = (keras.Input((size, size, c)) for c in (1, 2, 1))
         bare = keras.Model([z_in, x_in, g_in], model.denoiser([z_in, x_in, g_in]))
         lam_in = keras.Input((size, size, 2))
@@ -53,19 +87,12 @@ def measure(sizes, naive_steps):
             bare.predict_on_batch([z, x, g])
             times.append(time.perf_counter() - start)
         forward = float(np.median(times))
-        row = {"size": size, "denoiser_forward_s": forward}
+        row["denoiser_forward_s"] = forward
+        row["forward_peak_rss_mb"] = peak_rss_mb()
         for sampler, steps in (("ancestral", 200), ("ddim", 20)):
-            model.predict_samples(x, num_steps=steps, sampler=sampler, seed=0, verbose=0)
-            start = time.perf_counter()
-            model.predict_samples(x, num_steps=steps, sampler=sampler, seed=1, verbose=0)
-            seconds = time.perf_counter() - start
-            row[f"{sampler}{steps}_s"] = seconds
-            row[f"{sampler}{steps}_overhead"] = seconds / (steps * forward)
-        # Peak memory of the compiled samplers, before the naive loop runs (its Python-side
-        # temporaries are not part of what a user of `predict_samples` pays).
-        row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        row["rss_growth_mb"] = row["peak_rss_mb"] - rss_before / 1024
+            row[f"{sampler}{steps}_overhead"] = row[f"{sampler}{steps}_s"] / (steps * forward)
         # The naive loop: schedule network and denoiser called from Python at every step.
+        reset_peak_rss()
         lam_model.predict_on_batch(x)
         phi = model.schedule.phi_network
         start = time.perf_counter()
@@ -85,8 +112,10 @@ def measure(sizes, naive_steps):
         naive = (time.perf_counter() - start) * 200 / naive_steps
         row["naive_ancestral200_s"] = naive
         row["speedup_over_naive"] = naive / row["ancestral200_s"]
-        row["naive_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        row["naive_peak_rss_mb"] = peak_rss_mb()
         rows.append(row)
+        del model, bare, lam_model
+        gc.collect()
     return rows
 
 
@@ -115,10 +144,12 @@ def main():
         "schedule), one image, one sample. *Overhead* = sampling time ÷ (steps × one compiled "
         "denoiser forward, `predict_on_batch`, same batch); goal ≤ 1.10. *Naive* = a Python "
         "loop of `predict_on_batch` calls that also re-runs the schedule network every step "
-        f"(measured over {args.naive_steps} steps, scaled to 200).\n",
+        f"(measured over {args.naive_steps} steps, scaled to 200). *Peak RSS*: the process's "
+        "resident memory while the samplers run, and while the bare U-Net's forward "
+        "(`predict_on_batch`) runs, each stage's own high-water mark.\n",
         "| backend | size | forward (s) | ancestral-200 (s/image) | overhead | DDIM-20 (s/image) "
-        "| overhead | naive-200 (s) | speed-up | peak RSS (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| overhead | naive-200 (s) | speed-up | peak RSS sampling (MB) | peak RSS forward (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for backend, rows in results.items():
         for r in rows:
@@ -127,7 +158,7 @@ def main():
                 f"{r['ancestral200_s']:.2f} | {r['ancestral200_overhead']:.2f} | "
                 f"{r['ddim20_s']:.2f} | {r['ddim20_overhead']:.2f} | "
                 f"{r['naive_ancestral200_s']:.2f} | {r['speedup_over_naive']:.2f}× | "
-                f"{r['peak_rss_mb']:.0f} |"
+                f"{r['peak_rss_mb']:.0f} | {r.get('forward_peak_rss_mb', float('nan')):.0f} |"
             )
     lines.append(
         "\nGPU figures: pending (no GPU was available when these were measured; the script "

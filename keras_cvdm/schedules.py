@@ -172,7 +172,7 @@ class CosineSchedule(Schedule):
 class LearnedSchedule(Schedule):
     """The CVDM schedule: `β(t, x) = λ(x) τ(t)`, `γ(t, x) = exp(−λ(x) Φ(t))`.
 
-    `λ(x) = softplus(g(x)) + 10⁻³` is a per-pixel, per-output-channel map from a small conv
+    `λ(x) = softplus(g(x)) + λ_min` is a per-pixel, per-output-channel map from a small conv
     network on the condition; it is computed once per input (`schedule_map`). `Φ` is a
     monotone network normalised to `Φ(0) = 0`, `Φ(1) = 1`, so `γ(1, x) = exp(−λ(x))`:
     λ(x) is the log-SNR range a pixel travels. `τ(t)` is a second monotone network's
@@ -188,6 +188,10 @@ class LearnedSchedule(Schedule):
             `γ(1, x) = exp(−initial_lambda)`; 10 gives `γ(1) ≈ 4.5e-5`).
         coupling: `"ode"` (two time networks tied by `L_β`, as in the paper) or
             `"exact"` (`τ = Φ'`, one network).
+        min_lambda: `λ_min`, the least log-SNR range a pixel may travel, so that
+            `γ(1, x) ≤ exp(−min_lambda)` everywhere. The default 10⁻³ only keeps every
+            pixel noised; a larger value (e.g. 7, `γ(1) ≤ 10⁻³`) holds the end of the
+            forward process close to the pure noise the sampler starts from.
 
     Examples:
     >>> s = LearnedSchedule(target_channels=1, filters=8)
@@ -212,21 +216,32 @@ class LearnedSchedule(Schedule):
         hidden_units=64,
         initial_lambda=10.0,
         coupling="ode",
+        min_lambda=LAMBDA_FLOOR,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if coupling not in ("ode", "exact"):
             raise ValueError(f"coupling must be 'ode' or 'exact', got {coupling!r}.")
-        if initial_lambda <= 10 * LAMBDA_FLOOR:
-            raise ValueError(f"initial_lambda must be above 0.01, got {initial_lambda}.")
+        if min_lambda < LAMBDA_FLOOR:
+            raise ValueError(
+                f"min_lambda must be at least {LAMBDA_FLOOR} (every pixel must be noised), "
+                f"got {min_lambda}."
+            )
+        if initial_lambda <= min_lambda + 10 * LAMBDA_FLOOR:
+            raise ValueError(
+                f"initial_lambda must be above min_lambda + 0.01 = {min_lambda + 0.01:g}, got "
+                f"{initial_lambda}; raise initial_lambda or lower min_lambda."
+            )
         self.target_channels = int(target_channels)
         self.filters = int(filters)
         self.depth = int(depth)
         self.hidden_units = int(hidden_units)
         self.initial_lambda = float(initial_lambda)
         self.coupling = coupling
-        # softplus⁻¹(initial_lambda): the output bias that makes λ start at that value.
-        start = self.initial_lambda - LAMBDA_FLOOR
+        self.min_lambda = float(min_lambda)
+        # softplus⁻¹(initial_lambda − λ_min): the output bias that makes λ start at
+        # initial_lambda.
+        start = self.initial_lambda - self.min_lambda
         inverse_softplus = start + math.log(-math.expm1(-start))
         self.network = ConvNet(
             self.target_channels,
@@ -266,12 +281,12 @@ class LearnedSchedule(Schedule):
             self.build(x_shape=tuple(config["x_shape"]))
 
     def schedule_map(self, x):
-        """λ(x) = softplus(g(x)) + 1e-3, shape `(B, H, W, target_channels)`.
+        """λ(x) = softplus(g(x)) + λ_min, shape `(B, H, W, target_channels)`.
 
-        The small floor keeps every pixel noised (γ strictly decreasing in t) even where
-        the schedule network's output saturates.
+        The floor keeps every pixel noised (γ strictly decreasing in t) even where the
+        schedule network's output saturates, and bounds `γ(1, x)` by `exp(−λ_min)`.
         """
-        return ops.softplus(self.network(ops.cast(x, self.compute_dtype))) + LAMBDA_FLOOR
+        return ops.softplus(self.network(ops.cast(x, self.compute_dtype))) + self.min_lambda
 
     def time_terms(self, t):
         phi, dphi, d2phi = self.phi_network(t)
@@ -288,6 +303,7 @@ class LearnedSchedule(Schedule):
                 "hidden_units": self.hidden_units,
                 "initial_lambda": self.initial_lambda,
                 "coupling": self.coupling,
+                "min_lambda": self.min_lambda,
             }
         )
         return config

@@ -139,6 +139,26 @@ def test_learned_schedule_starts_with_small_gamma_at_one():
     np.testing.assert_allclose(g1, np.exp(-10.0), rtol=1e-4)
 
 
+def test_min_lambda_bounds_the_terminal_gamma():
+    """λ ≥ min_lambda wherever the schedule network saturates, so γ(1) ≤ exp(−min_lambda);
+    the network still starts at initial_lambda."""
+    schedule = LearnedSchedule(target_channels=1, filters=4, initial_lambda=10.0, min_lambda=7.0)
+    x = np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(ops.convert_to_numpy(schedule.schedule_map(x)), 10.0, rtol=1e-5)
+    # Drive the network's output to −50 everywhere: softplus → 0, λ → min_lambda.
+    for weight in schedule.network.weights:
+        weight.assign(np.zeros(weight.shape, "float32"))
+    schedule.network.weights[-1].assign(np.full(schedule.network.weights[-1].shape, -50.0))
+    lam = ops.convert_to_numpy(schedule.schedule_map(x))
+    np.testing.assert_allclose(lam, 7.0, rtol=1e-6)
+    g1 = ops.convert_to_numpy(schedule.gamma(np.ones((2,), "float32"), lam))
+    np.testing.assert_allclose(g1, np.exp(-7.0), rtol=1e-4)
+    with pytest.raises(ValueError, match="initial_lambda must be above min_lambda"):
+        LearnedSchedule(initial_lambda=5.0, min_lambda=7.0)
+    with pytest.raises(ValueError, match="min_lambda must be at least"):
+        LearnedSchedule(min_lambda=0.0)
+
+
 def test_monotone_time_is_normalised():
     layer = MonotoneTime(hidden_units=8)
     phi, dphi, _ = layer(ops.convert_to_tensor([0.0, 0.5, 1.0]))
@@ -161,6 +181,7 @@ def test_exact_coupling_has_zero_ode_residual():
 def test_schedule_config_round_trip():
     for schedule in (
         LearnedSchedule(target_channels=2, filters=4, coupling="exact", initial_lambda=7.0),
+        LearnedSchedule(target_channels=1, filters=4, min_lambda=5.0),
         LinearSchedule(0.2, 15.0),
         CosineSchedule(-12.0, 8.0),
     ):

@@ -1,0 +1,26 @@
+"""The per-stage peak-memory reading of `benchmarks/sample_speed.py`."""
+
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import pytest
+
+_PATH = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "sample_speed.py")
+_SPEC = importlib.util.spec_from_file_location("sample_speed_benchmark", _PATH)
+sample_speed = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(sample_speed)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux only)")
+def test_peak_memory_sees_a_stage_and_forgets_it_after_a_reset():
+    sample_speed.reset_peak_rss()
+    before = sample_speed.peak_rss_mb()
+    block = np.ones(300 * 2**20 // 8)  # 300 MB, touched
+    del block
+    during = sample_speed.peak_rss_mb()
+    assert during - before > 250
+    sample_speed.reset_peak_rss()
+    # A new stage does not inherit the freed block's high-water mark.
+    assert sample_speed.peak_rss_mb() < during - 250
