@@ -191,7 +191,8 @@ class LearnedSchedule(Schedule):
         min_lambda: `λ_min`, the least log-SNR range a pixel may travel, so that
             `γ(1, x) ≤ exp(−min_lambda)` everywhere. The default 10⁻³ only keeps every
             pixel noised; a larger value (e.g. 7, `γ(1) ≤ 10⁻³`) holds the end of the
-            forward process close to the pure noise the sampler starts from.
+            forward process close to the pure noise the sampler starts from (at the CPU
+            scale of `benchmarks/quality.py` this bought no accuracy and cost calibration).
 
     Examples:
     >>> s = LearnedSchedule(target_channels=1, filters=8)
