@@ -159,6 +159,13 @@ def test_min_lambda_bounds_the_terminal_gamma():
         LearnedSchedule(min_lambda=0.0)
 
 
+def test_a_config_saved_without_min_lambda_keeps_the_old_floor():
+    """Presets saved before `min_lambda` existed load with the floor they were trained with."""
+    config = LearnedSchedule(target_channels=1, filters=4).get_config()
+    del config["min_lambda"]
+    assert LearnedSchedule.from_config(config).min_lambda == pytest.approx(1e-3)
+
+
 def test_monotone_time_is_normalised():
     layer = MonotoneTime(hidden_units=8)
     phi, dphi, _ = layer(ops.convert_to_tensor([0.0, 0.5, 1.0]))
