@@ -13,8 +13,8 @@ def _demo(args):
 
     import keras_cvdm
     from keras_cvdm.data import qpi_test_set
-    from keras_cvdm.evaluation import spearman
-    from keras_cvdm.physics import phase_mae, tie_phase, tune_tie_regularization
+    from keras_cvdm.evaluation import score_qpi
+    from keras_cvdm.physics import phase_mae
 
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         sys.exit(f"--output {args.output!r} exists and is not a folder; choose another path.")
@@ -42,13 +42,11 @@ def _demo(args):
         model, i_minus, i_plus, num_samples=args.samples, seed=0, verbose=1
     )
     seconds = time.time() - start
-    eps, _ = tune_tie_regularization(i_minus, i_plus, phase)
-    tie = tie_phase(i_minus, i_plus, regularization=eps)
+    scores = score_qpi(mean, std, i_minus, i_plus, phase)
+    tie, cvdm_mae, tie_mae = scores["tie"], scores["cvdm_mae"], scores["tie_mae"]
     norm = keras_cvdm.data.normalization_from_dict(model.metadata["normalization"])
     x = norm.pair_to_model(i_minus, i_plus)
     lam = model.schedule_map(x)[..., 0]
-    aligned = mean - np.mean(mean - phase, axis=(1, 2), keepdims=True)
-    cvdm_mae, tie_mae = phase_mae(mean, phase), phase_mae(tie, phase)
     metrics = {
         "backend": keras.backend.backend(),
         "images": args.num_images,
@@ -59,7 +57,7 @@ def _demo(args):
         "tie_tuned_mae_rad_mean_aligned": float(np.mean(tie_mae)),
         "cvdm_mae_rad_absolute": float(np.mean(phase_mae(mean, phase, alignment="none"))),
         "mean_std_rad": float(np.mean(std)),
-        "std_error_spearman": spearman(std, np.abs(aligned - phase)),
+        "std_error_spearman": scores["std_error_spearman"],
         "per_image": [
             {"kind": str(k), "cvdm_mae_rad": float(c), "tie_tuned_mae_rad": float(t)}
             for k, c, t in zip(kinds, cvdm_mae, tie_mae)
