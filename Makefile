@@ -23,15 +23,18 @@ $(STAMP): pyproject.toml requirements-dev.txt
 
 setup: $(STAMP)
 
-# The whole suite once per backend; torch runs single-threaded (fragile with 2 threads
-# on 2 shared cores). Every backend runs even if an earlier one fails.
+# The whole suite once per backend, with the docstring examples of the package
+# (the backend/ modules import one framework each and hold no examples); torch runs
+# single-threaded (fragile with 2 threads on 2 shared cores). Every backend runs even if
+# an earlier one fails.
 test: $(STAMP)
 	@status=0; \
 	for backend in $(BACKENDS); do \
 	  echo "=== pytest, KERAS_BACKEND=$$backend ==="; \
 	  threads=$$([ $$backend = torch ] && echo 1 || echo 2); \
 	  KERAS_BACKEND=$$backend OMP_NUM_THREADS=$$threads TF_CPP_MIN_LOG_LEVEL=2 \
-	    $(PY) -m pytest -q $(PYTEST_ARGS) tests || status=1; \
+	    $(PY) -m pytest -q --doctest-modules --ignore=keras_cvdm/backend $(PYTEST_ARGS) \
+	      keras_cvdm tests || status=1; \
 	done; \
 	exit $$status
 

@@ -45,6 +45,13 @@ class CVDM(CVDMTrainer, keras.Model):
         num_timesteps: `T`; the boundary terms sit at `t₀ = 1/T` and `t₁ = 1 − 1/T`,
             and it is the default number of sampling steps.
         seed: seed of the model's `SeedGenerator` (times and noise during training).
+        metadata: what the model knows of its task, as a JSON object: the task name,
+            the normalisation between physical units and model units, the forward
+            model's optics, the phase convention, the default sampler and steps, and a
+            preset's recipe and scores (the schema of a preset's `metadata.json`; see
+            docs/architecture.md). It is part of the model's config, so it survives
+            `model.save` / `keras.saving.load_model` and `save_preset` / `from_preset`;
+            `keras_cvdm.qpi.reconstruct` and `keras_cvdm.sr.reconstruct` read it.
 
     Examples:
     >>> model = CVDM(target_channels=1, denoiser=UNetDenoiser(1, widths=(8, 16)))
@@ -76,6 +83,7 @@ class CVDM(CVDMTrainer, keras.Model):
         mean_weight=1.0,
         num_timesteps=200,
         seed=None,
+        metadata=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -123,12 +131,32 @@ class CVDM(CVDMTrainer, keras.Model):
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self._condition_shape = None
         self._samplers = {}
+        self.metadata = metadata
 
     # ------------------------------------------------------------------ construction
 
+    @property
+    def metadata(self):
+        """The task metadata (a dict; empty for a model that knows no task)."""
+        return self._metadata
+
+    @metadata.setter
+    def metadata(self, value):
+        # A plain dict, outside Keras's attribute tracking: it is data, not state.
+        object.__setattr__(self, "_metadata", validation.check_metadata(value))
+
     @classmethod
-    def build_default(cls, condition_shape, target_channels=1, **kwargs):
-        """A CVDM with the default U-Net, built for `condition_shape = (H, W, C)`."""
+    def build_default(cls, condition_shape, target_channels: int = 1, **kwargs) -> "CVDM":
+        """A CVDM with the default U-Net, built for `condition_shape = (H, W, C)`.
+
+        Args:
+            condition_shape: `(H, W, C)` of one condition image (H and W may be None).
+            target_channels: channels of `y`.
+            **kwargs: any other constructor argument.
+
+        Returns:
+            The built model.
+        """
         model = cls(target_channels=target_channels, **kwargs)
         model.build((None,) + tuple(condition_shape))
         return model
@@ -199,6 +227,7 @@ class CVDM(CVDMTrainer, keras.Model):
                 "mean_weight": self.mean_weight,
                 "num_timesteps": self.num_timesteps,
                 "seed": self.seed,
+                "metadata": self.metadata,
             }
         )
         return config
@@ -216,24 +245,53 @@ class CVDM(CVDMTrainer, keras.Model):
     def schedule_map(self, x):
         """λ(x), the per-pixel noise-rate map of the learned schedule, as numpy.
 
-        `(N, H, W, target_channels)` for the learned schedule; ones `(N, 1, 1, 1)` for
-        a fixed one. Large λ: the pixel is noised fast (its SNR falls far).
+        Args:
+            x: conditions `(N, H, W, C)`.
+
+        Returns:
+            `(N, H, W, target_channels)` for the learned schedule; ones `(N, 1, 1, 1)` for
+            a fixed one. Large λ: the pixel is noised fast (its SNR falls far);
+            `γ(1, x) = exp(−λ(x))`.
         """
         x = self._prepare_condition(x)
         return ops.convert_to_numpy(self.schedule.schedule_map(x))
 
     def gamma(self, t, x):
-        """γ(t, x) as numpy, for a scalar `t` or one `t` per input."""
+        """γ(t, x) as numpy.
+
+        Args:
+            t: a scalar time in [0, 1], or one time per input.
+            x: conditions `(N, H, W, C)`.
+
+        Returns:
+            γ, broadcastable to `(N, H, W, target_channels)`.
+        """
         x = self._prepare_condition(x)
         t = ops.broadcast_to(ops.convert_to_tensor(t, "float32"), (ops.shape(x)[0],))
         return ops.convert_to_numpy(self.schedule.gamma(t, self.schedule.schedule_map(x)))
 
     def diffusion_target(self, x, y):
-        """The quantity diffused: `y`, `y − x[..., :C]` or `y − μ(x)`, over `target_scale`."""
+        """The quantity diffused: `y`, `y − x[..., :C]` or `y − μ(x)`, over `target_scale`.
+
+        Args:
+            x: conditions `(B, H, W, C)` (tensor).
+            y: targets `(B, H, W, target_channels)` (tensor).
+
+        Returns:
+            The diffusion target, `y`'s shape.
+        """
         return (y - self._target_offset(x)) / self.target_scale
 
     def target_from_diffusion(self, x, d):
-        """Invert `diffusion_target`: map a diffused-space sample back to `y`."""
+        """Invert `diffusion_target`: map a diffused-space sample back to `y`.
+
+        Args:
+            x: conditions `(B, H, W, C)` (tensor).
+            d: samples in the diffused space.
+
+        Returns:
+            The samples in target units.
+        """
         return d * self.target_scale + self._target_offset(x)
 
     def _target_offset(self, x):
@@ -332,75 +390,64 @@ class CVDM(CVDMTrainer, keras.Model):
             x: conditions, `(N, H, W, C)` numpy array (or one image `(H, W, C)`).
             num_samples: samples per input.
             num_steps: denoiser evaluations per sample (default `num_timesteps`, 200).
-            sampler: `"ancestral"` (stochastic, DESIGN §1) or `"ddim"` (deterministic
-                given the starting noise; good with 20–50 steps).
+            sampler: `"ancestral"` (stochastic) or `"ddim"` (deterministic given the
+                starting noise; good with 20–50 steps). See docs/architecture.md.
             clip: clip the predicted clean image ŷ to [−1, 1] at each step (in the
                 diffused space). Default: True for plain targets (images in [−1, 1]),
                 False with `residual` or `zero_mean` (their diffused values are not
                 bounded by 1).
             batch_size: how many (input, sample) pairs run together (default 16).
-            seed: integer for reproducible samples; None draws a fresh seed. The noise
-                of each batch derives from `(seed, batch index)`, so the same seed
-                reproduces the same samples for the same inputs, `num_samples` and
-                `batch_size`. The starting noise is drawn with numpy, so DDIM (which
-                adds no further noise) gives the same samples on every backend, up to
+            seed: integer for reproducible samples; None draws a fresh seed. The same
+                seed reproduces the same samples for the same inputs, `num_samples` and
+                `batch_size`; with DDIM the samples agree across backends up to
                 floating-point rounding.
             verbose: 0 silent, 1 or "auto" a progress bar over batches.
 
         Returns:
             numpy array `(N, num_samples, H, W, target_channels)` in target space
             (residual / zero-mean transforms undone).
+
+        Examples:
+        >>> model = CVDM(target_channels=1, denoiser=UNetDenoiser(1, widths=(8, 16)))
+        >>> x = np.zeros((2, 12, 12, 2), "float32")
+        >>> model.predict_samples(x, num_samples=3, num_steps=2, seed=0, verbose=0).shape
+        (2, 3, 12, 12, 1)
         """
         x = np.asarray(x)
         single = x.ndim == 3
         if single:
             x = x[None]
-        x = self._prepare_condition(x)
-        x = ops.convert_to_numpy(x)
+        x = ops.convert_to_numpy(self._prepare_condition(x))
         if sampler not in sampling.SAMPLERS:
             raise ValueError(f"sampler must be one of {sampling.SAMPLERS}, got {sampler!r}.")
-        num_steps = int(self.num_timesteps if num_steps is None else num_steps)
+        num_steps = validation.check_int(
+            self.num_timesteps if num_steps is None else num_steps, "num_steps", minimum=1
+        )
+        num_samples = validation.check_int(num_samples, "num_samples", minimum=1)
+        batch_size = validation.check_int(batch_size or 16, "batch_size", minimum=1)
         if clip is None:
             clip = not (self.residual or self.zero_mean)
-        if num_steps < 1 or num_samples < 1:
-            raise ValueError("num_steps and num_samples must be at least 1.")
-        n, height, width = x.shape[:3]
-        m = self.downsampling_factor
-        pad_h, pad_w = (-height) % m, (-width) % m
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < height and pad_w < width else "symmetric"
-            x = np.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
-        pairs = np.repeat(x, num_samples, axis=0)  # input-major: (N·S, H', W', C)
-        batch_size = int(batch_size or 16)
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
-        key = (num_steps, sampler, bool(clip))
-        if key not in self._samplers:
-            self._samplers[key] = make_sampler(self, num_steps, sampler, bool(clip))
-        run = self._samplers[key]
-        batches = range(0, len(pairs), batch_size)
-        bar = keras.utils.Progbar(len(batches), verbose=0 if verbose == 0 else 1)
-        outputs = []
-        for b, start in enumerate(batches):
-            xb = pairs[start : start + batch_size]
-            # One independent stream per batch, derived from the user's seed. The
-            # starting noise is drawn here with numpy, so the deterministic DDIM sampler
-            # gives the same samples on every backend; the ancestral sampler's per-step
-            # noise comes from the backend's counter-based generator inside the loop.
-            rng = np.random.default_rng([int(seed), b])
-            z_init = rng.standard_normal(xb.shape[:-1] + (self.target_channels,))
-            batch_seed = int(rng.integers(2**31 - 1))
-            xb = ops.convert_to_tensor(xb, "float32")
-            d = run(
-                xb,
-                ops.convert_to_tensor(z_init.astype("float32")),
-                ops.convert_to_tensor(batch_seed, "int32"),
-            )
-            outputs.append(ops.convert_to_numpy(self.target_from_diffusion(xb, d)))
-            bar.update(b + 1)
-        out = np.concatenate(outputs)[:, :height, :width]
-        out = out.reshape((n, num_samples) + out.shape[1:])
+        out = sampling.draw_samples(
+            self, x, num_samples, num_steps, sampler, bool(clip), batch_size,
+            sampling.resolve_seed(seed), verbose,
+        )
         return out[0] if single else out
+
+    def compiled_sampler(self, num_steps, sampler, clip):
+        """The backend's compiled sampling loop for these settings, built once and cached.
+
+        Args:
+            num_steps: denoiser evaluations per sample.
+            sampler: one of `keras_cvdm.sampling.SAMPLERS`.
+            clip: clip ŷ to [−1, 1] at every step.
+
+        Returns:
+            `fn(x, z_init, seed) → ŷ` (see `keras_cvdm.sampling.reverse_diffusion`).
+        """
+        key = (int(num_steps), sampler, bool(clip))
+        if key not in self._samplers:
+            self._samplers[key] = make_sampler(self, *key)
+        return self._samplers[key]
 
     def predict_uncertainty(self, x, num_samples=20, **kwargs):
         """Per-pixel posterior mean and standard deviation from `num_samples` samples.

@@ -2,57 +2,21 @@
 
 import numpy as np
 
-from keras_cvdm.data.normalization import QPINormalization, normalization_from_dict
-
-
-def _sampling_defaults(model, num_steps, sampler):
-    sampling = (getattr(model, "metadata", None) or {}).get("sampling", {})
-    return (
-        num_steps if num_steps is not None else sampling.get("num_steps", 50),
-        sampler if sampler is not None else sampling.get("sampler", "ddim"),
-    )
-
-
-def _normalization(model, expected_type, normalization):
-    if normalization is not None:
-        return normalization
-    metadata = getattr(model, "metadata", None) or {}
-    if "normalization" not in metadata:
-        raise ValueError(
-            "The model carries no preset metadata with a normalisation; load it with "
-            "keras_cvdm.from_preset(...) or pass `normalization=` explicitly."
-        )
-    norm = normalization_from_dict(metadata["normalization"])
-    if metadata["normalization"].get("type") != expected_type:
-        raise ValueError(
-            f"This model was trained for the task {metadata.get('task')!r}, not "
-            f"{expected_type!r}; use the matching preset."
-        )
-    return norm
-
-
-def _as_stack(image, name):
-    image = np.asarray(image)
-    if image.ndim not in (2, 3):
-        raise ValueError(
-            f"`{name}` must be one image (H, W) or a stack (N, H, W); got shape {image.shape}."
-        )
-    if not np.all(np.isfinite(image)):
-        raise ValueError(f"`{name}` contains NaN or Inf values; clean or mask them first.")
-    return image if image.ndim == 3 else image[None]
+from keras_cvdm import tasks
+from keras_cvdm.data.normalization import QPINormalization
 
 
 def reconstruct(
     model,
-    i_minus,
-    i_plus,
-    num_samples=8,
-    seed=None,
-    num_steps=None,
-    sampler=None,
-    normalization=None,
-    verbose=0,
-):
+    i_minus: np.ndarray,
+    i_plus: np.ndarray,
+    num_samples: int = 8,
+    seed: int | None = None,
+    num_steps: int | None = None,
+    sampler: str | None = None,
+    normalization: QPINormalization | None = None,
+    verbose: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Phase (radians) and its per-pixel uncertainty from a two-shot defocus pair.
 
     Args:
@@ -61,8 +25,8 @@ def reconstruct(
         i_plus: raw intensity at `+dz`, same shape.
         num_samples: posterior samples per image (≥ 2).
         seed: integer for reproducible samples.
-        num_steps, sampler: sampling settings (default: the preset metadata's, else DDIM-50).
-        normalization: a `QPINormalization` (default: the preset's metadata).
+        num_steps, sampler: sampling settings (default: the model's metadata, else DDIM-50).
+        normalization: a `QPINormalization` (default: the one in `model.metadata`).
         verbose: progress bar (0: silent).
 
     Returns:
@@ -78,17 +42,17 @@ def reconstruct(
         >>> phase.shape, std.shape
         ((32, 32), (32, 32))
     """
-    norm = _normalization(model, "qpi", normalization)
+    norm = tasks.normalization(model, "qpi", normalization)
     if not isinstance(norm, QPINormalization):
         raise ValueError("qpi.reconstruct needs a QPINormalization.")
     single = np.ndim(i_minus) == 2
-    i_minus, i_plus = _as_stack(i_minus, "i_minus"), _as_stack(i_plus, "i_plus")
+    i_minus, i_plus = tasks.as_stack(i_minus, "i_minus"), tasks.as_stack(i_plus, "i_plus")
     if i_minus.shape != i_plus.shape:
         raise ValueError(
             f"i_minus and i_plus differ in shape: {i_minus.shape} vs {i_plus.shape}."
         )
     x = norm.pair_to_model(i_minus, i_plus)
-    num_steps, sampler = _sampling_defaults(model, num_steps, sampler)
+    num_steps, sampler = tasks.sampling_defaults(model, num_steps, sampler)
     mean, std = model.predict_uncertainty(
         x, num_samples=num_samples, num_steps=num_steps, sampler=sampler, seed=seed,
         verbose=verbose,

@@ -1,19 +1,41 @@
-"""Reverse-diffusion samplers on the learned (or fixed) schedule (DESIGN.md §1).
+"""Reverse-diffusion samplers on the learned (or fixed) schedule (docs/architecture.md).
 
 The step functions are pure `keras.ops`. `reverse_diffusion` runs the whole loop with
 `keras.ops.fori_loop`; each backend in `keras_cvdm.backend` compiles it once (JAX:
 `jax.jit`, TensorFlow: `tf.function`; PyTorch runs it under `torch.no_grad`) and supplies
 the per-step noise, drawn inside the loop from a counter-based key so that memory does
-not grow with the number of steps.
+not grow with the number of steps. `draw_samples` is the numpy plumbing around it
+(padding, seeding, batching) behind `CVDM.predict_samples`.
 """
 
+import keras
+import numpy as np
 from keras import ops
+
+from keras_cvdm import validation
 
 SAMPLERS = ("ancestral", "ddim")
 
 
-def predict_clean(z_t, eps_hat, gamma_t, clip):
-    """ŷ = (z_t − √(1 − γ_t) ε̂) / √γ_t, optionally clipped to [−1, 1]."""
+def predict_clean(z_t, eps_hat, gamma_t, clip: bool):
+    """The clean image implied by a noise prediction: ŷ = (z_t − √(1 − γ_t) ε̂) / √γ_t.
+
+    Args:
+        z_t: the noisy sample at time t.
+        eps_hat: the denoiser's noise prediction ε̂, `z_t`'s shape.
+        gamma_t: γ(t, x), broadcastable to `z_t`.
+        clip: clip ŷ to [−1, 1] (for targets known to lie there).
+
+    Returns:
+        ŷ, `z_t`'s shape.
+
+    Examples:
+        >>> y_hat = predict_clean(ops.ones((1, 2)), ops.zeros((1, 2)), 0.25, clip=False)
+        >>> ops.convert_to_numpy(y_hat).tolist()
+        [[2.0, 2.0]]
+        >>> ops.convert_to_numpy(predict_clean(ops.ones((1, 2)), ops.zeros((1, 2)), 0.25, True))
+        array([[1., 1.]], dtype=float32)
+    """
     y_hat = (z_t - ops.sqrt(1.0 - gamma_t) * eps_hat) / ops.sqrt(gamma_t)
     return ops.clip(y_hat, -1.0, 1.0) if clip else y_hat
 
@@ -24,6 +46,20 @@ def ancestral_step(z_t, y_hat, gamma_t, gamma_s, noise):
     With α = γ_t / γ_s:
     mean = √γ_s (1 − α)/(1 − γ_t) ŷ + √α (1 − γ_s)/(1 − γ_t) z_t,
     var = (1 − α)(1 − γ_s)/(1 − γ_t).
+
+    Args:
+        z_t: the sample at time t.
+        y_hat: the predicted clean image ŷ.
+        gamma_t, gamma_s: γ at t and at the earlier time s (γ_s > γ_t).
+        noise: standard normal noise, `z_t`'s shape.
+
+    Returns:
+        z_s, `z_t`'s shape.
+
+    Examples:
+        >>> z_s = ancestral_step(ops.zeros((1,)), ops.ones((1,)), 0.5, 1.0, ops.zeros((1,)))
+        >>> float(ops.convert_to_numpy(z_s)[0])  # γ_s = 1: the clean image itself
+        1.0
     """
     alpha = gamma_t / gamma_s
     one_minus_t = 1.0 - gamma_t
@@ -36,12 +72,26 @@ def ancestral_step(z_t, y_hat, gamma_t, gamma_s, noise):
 
 
 def ddim_step(z_t, y_hat, gamma_t, gamma_s):
-    """One deterministic DDIM step: z_s = √γ_s ŷ + √(1 − γ_s) ε̂, with ε̂ implied by ŷ."""
+    """One deterministic DDIM step: z_s = √γ_s ŷ + √(1 − γ_s) ε̂, with ε̂ implied by ŷ.
+
+    Args:
+        z_t: the sample at time t.
+        y_hat: the predicted clean image ŷ.
+        gamma_t, gamma_s: γ at t and at the earlier time s.
+
+    Returns:
+        z_s, `z_t`'s shape.
+
+    Examples:
+        >>> z = ops.convert_to_tensor([0.3])
+        >>> float(ops.convert_to_numpy(ddim_step(z, ops.zeros((1,)), 0.5, 0.5))[0])  # s = t
+        0.3
+    """
     eps_hat = (z_t - ops.sqrt(gamma_t) * y_hat) / ops.sqrt(1.0 - gamma_t)
     return ops.sqrt(gamma_s) * y_hat + ops.sqrt(1.0 - gamma_s) * eps_hat
 
 
-def reverse_diffusion(model, x, z_init, num_steps, sampler, clip, noise_fn):
+def reverse_diffusion(model, x, z_init, num_steps: int, sampler: str, clip: bool, noise_fn):
     """Run the sampler from `t = 1` to `t = 0` on the grid `t_i = i / num_steps`.
 
     Args:
@@ -56,6 +106,16 @@ def reverse_diffusion(model, x, z_init, num_steps, sampler, clip, noise_fn):
 
     Returns:
         ŷ of the last step (in the diffused space), `(B, H, W, target_channels)`.
+
+    Examples:
+        >>> from keras_cvdm import CVDM
+        >>> from keras_cvdm.layers import UNetDenoiser
+        >>> model = CVDM(denoiser=UNetDenoiser(1, widths=(8, 16)))
+        >>> model.build((None, 8, 8, 2))
+        >>> x, z = ops.zeros((1, 8, 8, 2)), ops.ones((1, 8, 8, 1))
+        >>> y = reverse_diffusion(model, x, z, 2, "ddim", True, noise_fn=None)
+        >>> tuple(y.shape)
+        (1, 8, 8, 1)
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
@@ -79,3 +139,104 @@ def reverse_diffusion(model, x, z_init, num_steps, sampler, clip, noise_fn):
 
     _, y_hat = ops.fori_loop(0, num_steps, body, (z_init, ops.zeros_like(z_init)))
     return y_hat
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The user's integer seed, or a fresh one drawn from the OS when `seed` is None.
+
+    Args:
+        seed: a non-negative whole number, or None.
+
+    Returns:
+        A non-negative Python int.
+
+    Examples:
+        >>> resolve_seed(7), 0 <= resolve_seed(None) < 2**63
+        (7, True)
+    """
+    if seed is None:
+        return int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+    return validation.check_int(seed, "seed", minimum=0)
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad a batch `(N, H, W, C)` at the bottom/right so H and W are multiples of `multiple`.
+
+    Reflection keeps the padded border image-like; an image smaller than its padding is
+    mirrored symmetrically instead (reflection needs more pixels than it adds).
+
+    Args:
+        x: numpy batch `(N, H, W, C)`.
+        multiple: the denoiser's down-sampling factor.
+
+    Returns:
+        The padded batch; crop `[:, :H, :W]` to undo.
+
+    Examples:
+        >>> pad_to_multiple(np.zeros((1, 5, 8, 2)), 4).shape
+        (1, 8, 8, 2)
+    """
+    height, width = x.shape[1:3]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if not (pad_h or pad_w):
+        return x
+    mode = "reflect" if pad_h < height and pad_w < width else "symmetric"
+    return np.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+
+
+def draw_samples(model, x: np.ndarray, num_samples: int, num_steps: int, sampler: str,
+                 clip: bool, batch_size: int, seed: int, verbose=0) -> np.ndarray:
+    """Posterior samples for a validated condition batch: the plumbing of `predict_samples`.
+
+    The inputs are padded to the denoiser's multiple, repeated `num_samples` times
+    (input-major), run through the model's compiled sampler `batch_size` pairs at a time,
+    mapped back to target space and cropped.
+
+    Each batch `b` gets its own stream from `(seed, b)`: the starting noise is drawn with
+    numpy (so the deterministic DDIM sampler gives the same samples on every backend) and
+    the ancestral sampler's per-step noise comes from the backend's counter-based
+    generator, keyed by an integer drawn from the same stream.
+
+    Args:
+        model: a built `CVDM`.
+        x: numpy float32 conditions `(N, H, W, C)`.
+        num_samples, num_steps: positive integers.
+        sampler: one of `SAMPLERS`.
+        clip: clip ŷ to [−1, 1] at every step.
+        batch_size: (input, sample) pairs per compiled call.
+        seed: an integer.
+        verbose: 0 silent, otherwise a progress bar over batches.
+
+    Returns:
+        numpy `(N, num_samples, H, W, target_channels)`.
+
+    Examples:
+        >>> from keras_cvdm import CVDM
+        >>> from keras_cvdm.layers import UNetDenoiser
+        >>> model = CVDM(denoiser=UNetDenoiser(1, widths=(8, 16)))
+        >>> model.build((None, 8, 8, 2))
+        >>> x = np.zeros((2, 6, 6, 2), "float32")
+        >>> draw_samples(model, x, 3, 2, "ddim", True, batch_size=4, seed=0).shape
+        (2, 3, 6, 6, 1)
+    """
+    n, height, width = x.shape[:3]
+    pairs = np.repeat(pad_to_multiple(x, model.downsampling_factor), num_samples, axis=0)
+    run = model.compiled_sampler(num_steps, sampler, clip)
+    starts = range(0, len(pairs), batch_size)
+    bar = keras.utils.Progbar(len(starts), verbose=0 if verbose == 0 else 1)
+    outputs = []
+    for b, start in enumerate(starts):
+        xb = pairs[start : start + batch_size]
+        stream = np.random.default_rng([seed, b])
+        z_init = stream.standard_normal(xb.shape[:-1] + (model.target_channels,))
+        step_seed = int(stream.integers(2**31 - 1))
+        xb = ops.convert_to_tensor(xb, "float32")
+        d = run(
+            xb,
+            ops.convert_to_tensor(z_init.astype("float32")),
+            ops.convert_to_tensor(step_seed, "int32"),
+        )
+        outputs.append(ops.convert_to_numpy(model.target_from_diffusion(xb, d)))
+        bar.update(b + 1)
+    out = np.concatenate(outputs)[:, :height, :width]
+    return out.reshape((n, num_samples) + out.shape[1:])

@@ -2,22 +2,22 @@
 
 import numpy as np
 
+from keras_cvdm import tasks, validation
 from keras_cvdm.data.normalization import SRNormalization
 from keras_cvdm.physics import microscopy
-from keras_cvdm.qpi import _as_stack, _normalization, _sampling_defaults
 
 
 def reconstruct(
     model,
-    image,
-    num_samples=8,
-    seed=None,
-    num_steps=None,
-    sampler=None,
-    factor=None,
-    normalization=None,
-    verbose=0,
-):
+    image: np.ndarray,
+    num_samples: int = 8,
+    seed: int | None = None,
+    num_steps: int | None = None,
+    sampler: str | None = None,
+    factor: int | None = None,
+    normalization: SRNormalization | None = None,
+    verbose: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Super-resolved image and its per-pixel uncertainty from a wide-field image.
 
     The image is interpolated onto the `factor`× finer grid (cubic, as in training),
@@ -30,29 +30,46 @@ def reconstruct(
         num_samples: posterior samples per image (≥ 2).
         seed: integer for reproducible samples.
         num_steps, sampler: sampling settings (default: the preset's).
-        factor: up-sampling factor (default: the preset's metadata).
-        normalization: an `SRNormalization` (default: the preset's metadata).
+        factor: up-sampling factor (default and only allowed value: the one in
+            `model.metadata`, when it records one).
+        normalization: an `SRNormalization` (default: the one in `model.metadata`).
         verbose: progress bar (0: silent).
 
     Returns:
-        `(image, std)`, each `(factor·H, factor·W)` (or with the leading `N`).
+        `(image, std)`, each `(factor·H, factor·W)` (or with the leading `N`), in the
+        input's units.
+
+    Examples:
+        >>> import numpy as np, keras_cvdm
+        >>> model = keras_cvdm.from_preset("sr-microscopy")
+        >>> widefield = 100 + 50 * np.random.default_rng(0).random((16, 16))
+        >>> image, std = keras_cvdm.sr.reconstruct(model, widefield, num_samples=2, seed=0)
+        >>> image.shape, std.shape
+        ((32, 32), (32, 32))
     """
-    norm = _normalization(model, "sr", normalization)
+    norm = tasks.normalization(model, "sr", normalization)
     if not isinstance(norm, SRNormalization):
         raise ValueError("sr.reconstruct needs an SRNormalization.")
+    trained = model.metadata.get("forward_model", {}).get("factor")
     if factor is None:
-        factor = (getattr(model, "metadata", None) or {}).get("forward_model", {}).get("factor")
-        if factor is None:
-            raise ValueError("Pass `factor=`: the model carries no preset metadata with one.")
+        if trained is None:
+            raise ValueError("Pass `factor=`: the model's metadata records no up-sampling factor.")
+        factor = trained
+    elif trained is not None and factor != trained:
+        raise ValueError(
+            f"This model was trained for {trained}× super-resolution, not {factor}×; leave "
+            f"`factor` unset or pass factor={trained}."
+        )
+    factor = validation.check_int(factor, "factor", minimum=1)
     single = np.ndim(image) == 2
-    image = _as_stack(image, "image")
+    image = tasks.as_stack(image, "image")
     xs, ranges = [], []
     for low_res in image:
         x, (low, high) = norm.normalize_input(microscopy.upsample(low_res, int(factor)))
         xs.append(x)
         ranges.append((low, high))
     x = np.stack(xs)[..., None]
-    num_steps, sampler = _sampling_defaults(model, num_steps, sampler)
+    num_steps, sampler = tasks.sampling_defaults(model, num_steps, sampler)
     mean, std = model.predict_uncertainty(
         x, num_samples=num_samples, num_steps=num_steps, sampler=sampler, seed=seed,
         verbose=verbose,

@@ -1,10 +1,31 @@
 """Checks on user input that fail early with a message naming the problem and the fix."""
 
+import json
+from collections.abc import Mapping
+
 import numpy as np
 
 
-def check_condition_shape(x_shape, condition_channels=None, multiple=1, name="x"):
-    """Validate a condition batch shape `(N, H, W, C)` (static dims may be None)."""
+def check_condition_shape(x_shape, condition_channels: int | None = None, multiple: int = 1,
+                          name: str = "x") -> None:
+    """Validate a condition batch shape `(N, H, W, C)` (static dims may be None).
+
+    Args:
+        x_shape: the shape to check.
+        condition_channels: the channel count the model was built for, if known.
+        multiple: height and width must be multiples of this (1: any size).
+        name: the argument's name, for messages.
+
+    Returns:
+        None; raises `ValueError` naming the problem and the fix.
+
+    Examples:
+        >>> check_condition_shape((8, 64, 64, 2), condition_channels=2, multiple=4)
+        >>> check_condition_shape((64, 64, 2))
+        Traceback (most recent call last):
+        ...
+        ValueError: x must be a channels-last batch of images (N, H, W, C); got rank 3 with shape (64, 64, 2). Add a batch axis (x[None]) or a channel axis (x[..., None]) as needed.
+    """
     x_shape = tuple(x_shape)
     if len(x_shape) != 4:
         raise ValueError(
@@ -28,8 +49,26 @@ def check_condition_shape(x_shape, condition_channels=None, multiple=1, name="x"
             )
 
 
-def check_pair_shapes(x_shape, y_shape, target_channels, condition_channels=None, multiple=1):
-    """Validate the shapes of a training pair `(x, y)`."""
+def check_pair_shapes(x_shape, y_shape, target_channels: int,
+                      condition_channels: int | None = None, multiple: int = 1) -> None:
+    """Validate the shapes of a training pair `(x, y)`.
+
+    Args:
+        x_shape, y_shape: the condition's and the target's shapes, `(N, H, W, C)`.
+        target_channels: the channels `y` must have.
+        condition_channels: the channels `x` must have, if known.
+        multiple: height and width must be multiples of this.
+
+    Returns:
+        None; raises `ValueError` naming the problem and the fix.
+
+    Examples:
+        >>> check_pair_shapes((4, 32, 32, 2), (4, 32, 32, 1), target_channels=1)
+        >>> check_pair_shapes((4, 32, 32, 2), (4, 16, 16, 1), target_channels=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: x and y must share height and width; got x (32, 32) and y (16, 16). Resample x to the target grid first (for super-resolution, up-sample the low-resolution input).
+    """
     check_condition_shape(x_shape, condition_channels, multiple, name="x")
     y_shape = tuple(y_shape)
     if len(y_shape) != 4:
@@ -54,8 +93,23 @@ def check_pair_shapes(x_shape, y_shape, target_channels, condition_channels=None
         )
 
 
-def check_finite(array, name):
-    """Raise if a numpy array holds NaN or Inf."""
+def check_finite(array, name: str) -> None:
+    """Raise if an array is not numeric or holds NaN or Inf.
+
+    Args:
+        array: a numpy array (or anything `np.asarray` accepts).
+        name: the argument's name, for messages.
+
+    Returns:
+        None; raises `ValueError` with the count of bad values.
+
+    Examples:
+        >>> check_finite(np.ones(3), "x")
+        >>> check_finite(np.array([1.0, np.nan]), "x")
+        Traceback (most recent call last):
+        ...
+        ValueError: x contains 1 non-finite values (NaN or Inf). Replace or drop them before training or prediction (e.g. np.nan_to_num, or mask the affected images).
+    """
     array = np.asarray(array)
     if not np.issubdtype(array.dtype, np.number):
         raise ValueError(f"{name} must be numeric; got dtype {array.dtype}.")
@@ -65,3 +119,66 @@ def check_finite(array, name):
             f"{name} contains {bad} non-finite values (NaN or Inf). Replace or drop them "
             "before training or prediction (e.g. np.nan_to_num, or mask the affected images)."
         )
+
+
+def check_int(value, name: str, minimum: int | None = None) -> int:
+    """`value` as a Python int; refuses bools, strings and non-whole numbers.
+
+    Args:
+        value: the argument to check (an int, a numpy integer, or a whole float).
+        name: the argument's name, for the message.
+        minimum: the smallest allowed value, if any.
+
+    Returns:
+        `int(value)`.
+
+    Examples:
+        >>> check_int(np.int64(20), "num_steps", minimum=1)
+        20
+        >>> check_int(2.7, "num_steps")
+        Traceback (most recent call last):
+        ...
+        ValueError: num_steps must be a whole number, got 2.7.
+    """
+    whole = isinstance(value, int | np.integer) or (
+        isinstance(value, float | np.floating) and float(value).is_integer()
+    )
+    if isinstance(value, bool) or not whole:
+        raise ValueError(f"{name} must be a whole number, got {value!r}.")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}.")
+    return value
+
+
+def check_metadata(metadata) -> dict:
+    """A model's task metadata as a plain JSON object (a fresh copy).
+
+    Tuples become lists, as they would in a saved file; anything JSON cannot hold is
+    refused here rather than when the model is saved.
+
+    Args:
+        metadata: a mapping of JSON-ready values, or None (no metadata).
+
+    Returns:
+        A new `dict`.
+
+    Examples:
+        >>> check_metadata({"task": "qpi", "range": (0, 3.5)})
+        {'task': 'qpi', 'range': [0, 3.5]}
+    """
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        kind = "a list" if isinstance(metadata, list) else type(metadata).__name__
+        raise ValueError(
+            f"metadata must be a JSON object (a dict such as a preset's metadata.json), "
+            f"got {kind}."
+        )
+    try:
+        return json.loads(json.dumps(dict(metadata), allow_nan=False))
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"metadata must hold only JSON values (str, numbers, bools, None, lists, dicts) "
+            f"so that it can be saved with the model: {error}."
+        ) from error

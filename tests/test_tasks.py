@@ -43,15 +43,30 @@ def _pair(n=2, size=16, seed=0):
 def test_qpi_reconstruct_is_the_posterior_in_radians(qpi_model):
     i_minus, i_plus = _pair()
     phase, std = keras_cvdm.qpi.reconstruct(qpi_model, i_minus, i_plus, num_samples=3, seed=5)
+    assert phase.shape == std.shape == i_minus.shape
+    # The same posterior samples, each mapped to radians on its own: the returned phase
+    # and std are their per-pixel mean and (ddof=1) standard deviation.
     norm = QPINormalization()
-    mean, model_std = qpi_model.predict_uncertainty(
+    samples = qpi_model.predict_samples(
         norm.pair_to_model(i_minus, i_plus), num_samples=3, seed=5, verbose=0, **SAMPLING
     )
-    span = norm.phase_max - norm.phase_min
-    np.testing.assert_allclose(phase, span * (mean[..., 0] + 1) / 2 + norm.phase_min, atol=1e-5)
-    np.testing.assert_allclose(std, model_std[..., 0] * span / 2, atol=1e-6)
-    assert phase.shape == std.shape == i_minus.shape
-    assert np.all(std >= 0)
+    radians = np.stack([[norm.denormalize_phase(s[..., 0]) for s in per] for per in samples])
+    np.testing.assert_allclose(phase, radians.mean(axis=1), atol=1e-5)
+    np.testing.assert_allclose(std, radians.std(axis=1, ddof=1), rtol=1e-4, atol=1e-6)
+    assert np.all(std > 0)
+
+
+def test_qpi_reconstruct_follows_the_models_phase_convention(qpi_model):
+    """Doubling the phase range doubles phase and std; shifting it shifts the phase only."""
+    i_minus, i_plus = _pair()
+    base, base_std = keras_cvdm.qpi.reconstruct(qpi_model, i_minus, i_plus, 2, seed=4)
+    for phase_min, phase_max, scale in ((0.0, 7.0, 2.0), (1.0, 4.5, 1.0)):
+        norm = QPINormalization(phase_min=phase_min, phase_max=phase_max)
+        phase, std = keras_cvdm.qpi.reconstruct(
+            qpi_model, i_minus, i_plus, 2, seed=4, normalization=norm
+        )
+        np.testing.assert_allclose(phase, scale * base + phase_min, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(std, scale * base_std, rtol=1e-5, atol=1e-6)
 
 
 def test_qpi_reconstruct_ignores_the_intensity_unit_and_keeps_2d_shape(qpi_model):
@@ -78,6 +93,31 @@ def test_qpi_reconstruct_errors(qpi_model):
         keras_cvdm.qpi.reconstruct(bare, i_minus, i_plus)
     with pytest.raises(ValueError, match="task"):
         keras_cvdm.sr.reconstruct(qpi_model, i_minus[0])
+    with pytest.raises(ValueError, match="real numbers"):
+        keras_cvdm.qpi.reconstruct(qpi_model, i_minus > 1.1, i_plus > 1.1)
+
+
+def test_task_metadata_survives_a_keras_file(qpi_model, tmp_path):
+    import keras
+
+    path = str(tmp_path / "tiny.keras")
+    qpi_model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert loaded.metadata == qpi_model.metadata
+    i_minus, i_plus = _pair()
+    for a, b in zip(keras_cvdm.qpi.reconstruct(qpi_model, i_minus, i_plus, 2, seed=9),
+                    keras_cvdm.qpi.reconstruct(loaded, i_minus, i_plus, 2, seed=9)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="JSON object"):
+        loaded.metadata = ["qpi"]
+    with pytest.raises(ValueError, match="JSON values"):
+        loaded.metadata = {"task": object()}
+
+
+def test_sr_reconstruct_refuses_a_factor_the_model_was_not_trained_for(sr_model):
+    image = np.ones((8, 8))
+    with pytest.raises(ValueError, match="trained for 2× super-resolution, not 3×"):
+        keras_cvdm.sr.reconstruct(sr_model, image, factor=3)
 
 
 def test_sr_reconstruct_doubles_the_grid_and_is_affine_equivariant(sr_model):

@@ -67,13 +67,27 @@ class QPINormalization:
             raise ValueError(f"intensity_scale must be positive, got {self.intensity_scale}.")
 
     def normalize_phase(self, phase: np.ndarray) -> np.ndarray:
-        """Radians → model units: `[phase_min, phase_max]` ↦ `[-1, 1]` (float32)."""
+        """Radians → model units: `[phase_min, phase_max]` ↦ `[-1, 1]` (float32).
+
+        Args:
+            phase: phase in radians, any shape.
+
+        Returns:
+            The phase in model units, float32.
+        """
         phase = np.asarray(phase, dtype=np.float64)
         span = self.phase_max - self.phase_min
         return (2.0 * (phase - self.phase_min) / span - 1.0).astype(np.float32)
 
     def denormalize_phase(self, y: np.ndarray) -> np.ndarray:
-        """Model units → radians, the inverse of `normalize_phase` (float32)."""
+        """Model units → radians, the inverse of `normalize_phase` (float32).
+
+        Args:
+            y: phase in model units, any shape.
+
+        Returns:
+            The phase in radians, float32.
+        """
         y = np.asarray(y, dtype=np.float64)
         span = self.phase_max - self.phase_min
         return (self.phase_min + 0.5 * (y + 1.0) * span).astype(np.float32)
@@ -104,7 +118,15 @@ class QPINormalization:
         return (x, mean.astype(np.float32)) if return_mean else x
 
     def denormalize_intensities(self, x: np.ndarray, mean: float | np.ndarray = 1.0) -> np.ndarray:
-        """Model input → intensities `Ī (1 + intensity_scale · x)` (float32)."""
+        """Model input → intensities `Ī (1 + intensity_scale · x)` (float32).
+
+        Args:
+            x: model input, channels last.
+            mean: the per-sample mean `Ī` returned by `normalize_intensities`.
+
+        Returns:
+            Intensities in the original unit, float32.
+        """
         x = np.asarray(x, dtype=np.float64)
         return (np.asarray(mean, dtype=np.float64) * (1.0 + self.intensity_scale * x)).astype(
             np.float32
@@ -113,7 +135,12 @@ class QPINormalization:
     def pair_to_model(self, i_minus: np.ndarray, i_plus: np.ndarray) -> np.ndarray:
         """Two defocused intensities `(..., H, W)` → the model's 2-channel input `x`.
 
-        Channel 0 is `I(-dz)`, channel 1 is `I(+dz)`.
+        Args:
+            i_minus: intensity at `-dz`, `(..., H, W)`, any unit.
+            i_plus: intensity at `+dz`, same shape.
+
+        Returns:
+            `(..., H, W, 2)` float32: channel 0 is `I(-dz)`, channel 1 is `I(+dz)`.
         """
         return self.normalize_intensities(stack_pair(i_minus, i_plus))
 
@@ -123,7 +150,14 @@ class QPINormalization:
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> QPINormalization:
-        """Rebuild from `to_dict()` output (unknown keys are an error)."""
+        """Rebuild from `to_dict()` output (unknown keys are an error).
+
+        Args:
+            config: the dict written by `to_dict()`.
+
+        Returns:
+            A `QPINormalization`.
+        """
         config = {k: v for k, v in config.items() if k != "type"}
         return cls(**config)
 
@@ -160,6 +194,10 @@ class SRNormalization:
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Map `image` (one sample, any shape) so its percentiles go to `(-1, 1)`.
 
+        Args:
+            image: one sample, any shape.
+            percentiles: `(low, high)` percentiles mapped to -1 and +1.
+
         Returns:
             `(normalised float32 image, (low, high))` with the values used.
         """
@@ -170,16 +208,38 @@ class SRNormalization:
 
     @staticmethod
     def denormalize(y: np.ndarray, low: float, high: float) -> np.ndarray:
-        """Inverse of `normalize` given its `(low, high)`."""
+        """Inverse of `normalize` given its `(low, high)`.
+
+        Args:
+            y: normalised values.
+            low, high: the values `normalize` returned for this sample.
+
+        Returns:
+            The values in the original unit, float32.
+        """
         y = np.asarray(y, dtype=np.float64)
         return (low + 0.5 * (y + 1.0) * (high - low)).astype(np.float32)
 
     def normalize_input(self, image: np.ndarray):
-        """`normalize(image, input_percentiles)`."""
+        """`normalize(image, input_percentiles)`.
+
+        Args:
+            image: one input sample.
+
+        Returns:
+            `(normalised image, (low, high))`.
+        """
         return self.normalize(image, self.input_percentiles)
 
     def normalize_target(self, image: np.ndarray):
-        """`normalize(image, target_percentiles)`."""
+        """`normalize(image, target_percentiles)`.
+
+        Args:
+            image: one target sample.
+
+        Returns:
+            `(normalised image, (low, high))`.
+        """
         return self.normalize(image, self.target_percentiles)
 
     def to_dict(self) -> dict[str, Any]:
@@ -192,13 +252,27 @@ class SRNormalization:
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> SRNormalization:
-        """Rebuild from `to_dict()` output."""
+        """Rebuild from `to_dict()` output.
+
+        Args:
+            config: the dict written by `to_dict()`.
+
+        Returns:
+            An `SRNormalization`.
+        """
         config = {k: tuple(v) for k, v in config.items() if k != "type"}
         return cls(**config)
 
 
 def stack_pair(i_minus: np.ndarray, i_plus: np.ndarray) -> np.ndarray:
     """Stack two defocused intensities `(..., H, W)` channels-last: `(..., H, W, 2)`.
+
+    Args:
+        i_minus: intensity at `-dz`.
+        i_plus: intensity at `+dz`, same shape.
+
+    Returns:
+        The stacked array `(..., H, W, 2)`.
 
     Examples:
         >>> import numpy as np
@@ -215,6 +289,12 @@ def stack_pair(i_minus: np.ndarray, i_plus: np.ndarray) -> np.ndarray:
 
 def normalization_from_dict(config: Mapping[str, Any]) -> QPINormalization | SRNormalization:
     """Rebuild a normalisation from its `to_dict()` (the `"type"` key selects the class).
+
+    Args:
+        config: a dict with `"type"` (`"qpi"`, the default, or `"sr"`) and the fields.
+
+    Returns:
+        A `QPINormalization` or `SRNormalization`.
 
     Examples:
         >>> normalization_from_dict({"type": "qpi", "phase_max": 3.5}).phase_max
