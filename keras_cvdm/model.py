@@ -494,7 +494,7 @@ class CVDM(CVDMTrainer, keras.Model):
 
     def _check_training_data(self, x, y):
         """Validate the first batch of `fit`/`evaluate` data and build the model from it."""
-        first = _peek_batch(x, y)
+        first = validation.first_batch(x, y)
         if first is None:
             if not self.built:
                 raise ValueError(
@@ -537,35 +537,3 @@ class CVDM(CVDMTrainer, keras.Model):
     def evaluate(self, x=None, y=None, **kwargs):
         self._check_training_data(x, y)
         return super().evaluate(x, y, **kwargs)
-
-
-def _peek_batch(x, y):
-    """The first `(x, y)` batch of a data source as numpy, or None if it can't be peeked."""
-    if isinstance(x, np.ndarray) or (hasattr(x, "shape") and hasattr(x, "dtype")):
-        return _to_numpy(x), (None if y is None else _to_numpy(y))
-    module = type(x).__module__
-    batch = None
-    if isinstance(x, keras.utils.PyDataset):
-        if len(x) == 0:
-            raise ValueError("The PyDataset is empty (len() == 0).")
-        batch = x[0]
-    elif module.startswith("tensorflow") and hasattr(x, "take"):
-        batch = next(iter(x.take(1)), None)
-    elif module.startswith("torch.utils.data"):
-        batch = next(iter(x), None)
-    if batch is None:
-        return None
-    if isinstance(batch, dict) or not isinstance(batch, (tuple, list)):
-        return _to_numpy(batch), None
-    bx = batch[0]
-    by = batch[1] if len(batch) > 1 else None
-    return _to_numpy(bx), (None if by is None else _to_numpy(by))
-
-
-def _to_numpy(value):
-    """numpy view of an array or a tensor of any framework (GPU tensors copied to host)."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch, on any device
-        return value.detach().cpu().numpy()
-    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # tf.Tensor
-        return np.asarray(value.numpy())
-    return np.asarray(value)

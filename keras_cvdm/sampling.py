@@ -83,9 +83,9 @@ def ddim_step(z_t, y_hat, gamma_t, gamma_s):
         z_s, `z_t`'s shape.
 
     Examples:
-        >>> z = ops.convert_to_tensor([0.3])
+        >>> z = ops.convert_to_tensor([0.5])
         >>> float(ops.convert_to_numpy(ddim_step(z, ops.zeros((1,)), 0.5, 0.5))[0])  # s = t
-        0.3
+        0.5
     """
     eps_hat = (z_t - ops.sqrt(gamma_t) * y_hat) / ops.sqrt(1.0 - gamma_t)
     return ops.sqrt(gamma_s) * y_hat + ops.sqrt(1.0 - gamma_s) * eps_hat

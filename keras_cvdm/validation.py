@@ -3,6 +3,7 @@
 import json
 from collections.abc import Mapping
 
+import keras
 import numpy as np
 
 
@@ -24,7 +25,7 @@ def check_condition_shape(x_shape, condition_channels: int | None = None, multip
         >>> check_condition_shape((64, 64, 2))
         Traceback (most recent call last):
         ...
-        ValueError: x must be a channels-last batch of images (N, H, W, C); got rank 3 with shape (64, 64, 2). Add a batch axis (x[None]) or a channel axis (x[..., None]) as needed.
+        ValueError: x must be a channels-last batch of images (N, H, W, C); got rank 3 ...
     """
     x_shape = tuple(x_shape)
     if len(x_shape) != 4:
@@ -67,7 +68,7 @@ def check_pair_shapes(x_shape, y_shape, target_channels: int,
         >>> check_pair_shapes((4, 32, 32, 2), (4, 16, 16, 1), target_channels=1)
         Traceback (most recent call last):
         ...
-        ValueError: x and y must share height and width; got x (32, 32) and y (16, 16). Resample x to the target grid first (for super-resolution, up-sample the low-resolution input).
+        ValueError: x and y must share height and width; got x (32, 32) and y (16, 16). ...
     """
     check_condition_shape(x_shape, condition_channels, multiple, name="x")
     y_shape = tuple(y_shape)
@@ -108,7 +109,7 @@ def check_finite(array, name: str) -> None:
         >>> check_finite(np.array([1.0, np.nan]), "x")
         Traceback (most recent call last):
         ...
-        ValueError: x contains 1 non-finite values (NaN or Inf). Replace or drop them before training or prediction (e.g. np.nan_to_num, or mask the affected images).
+        ValueError: x contains 1 non-finite values (NaN or Inf). ...
     """
     array = np.asarray(array)
     if not np.issubdtype(array.dtype, np.number):
@@ -182,3 +183,62 @@ def check_metadata(metadata) -> dict:
             f"metadata must hold only JSON values (str, numbers, bools, None, lists, dicts) "
             f"so that it can be saved with the model: {error}."
         ) from error
+
+def first_batch(x, y=None):
+    """The first `(x, y)` batch of a `fit`/`evaluate` data source as numpy, to check it.
+
+    Args:
+        x: numpy arrays or tensors, a `keras.utils.PyDataset`, a `tf.data.Dataset` or a
+            torch `DataLoader` (yielding `(x, y)` tuples).
+        y: targets when `x` is an array, else None.
+
+    Returns:
+        `(bx, by)` numpy arrays (`by` None when the source yields no targets), or None
+        for a source that cannot be looked into without consuming it (a generator).
+
+    Examples:
+        >>> bx, by = first_batch(np.zeros((4, 8, 8, 2)), np.ones((4, 8, 8, 1)))
+        >>> bx.shape, by.shape
+        ((4, 8, 8, 2), (4, 8, 8, 1))
+        >>> first_batch(iter([]), None) is None
+        True
+    """
+    if isinstance(x, np.ndarray) or (hasattr(x, "shape") and hasattr(x, "dtype")):
+        return to_numpy(x), (None if y is None else to_numpy(y))
+    module = type(x).__module__
+    batch = None
+    if isinstance(x, keras.utils.PyDataset):
+        if len(x) == 0:
+            raise ValueError("The PyDataset is empty (len() == 0).")
+        batch = x[0]
+    elif module.startswith("tensorflow") and hasattr(x, "take"):
+        batch = next(iter(x.take(1)), None)
+    elif module.startswith("torch.utils.data"):
+        batch = next(iter(x), None)
+    if batch is None:
+        return None
+    if isinstance(batch, dict) or not isinstance(batch, (tuple, list)):
+        return to_numpy(batch), None
+    bx = batch[0]
+    by = batch[1] if len(batch) > 1 else None
+    return to_numpy(bx), (None if by is None else to_numpy(by))
+
+
+def to_numpy(value) -> np.ndarray:
+    """numpy view of an array or a tensor of any framework (GPU tensors copied to host).
+
+    Args:
+        value: a numpy array, a TensorFlow / JAX / PyTorch tensor, or a nested list.
+
+    Returns:
+        A numpy array.
+
+    Examples:
+        >>> to_numpy([[1, 2]]).shape
+        (1, 2)
+    """
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch, on any device
+        return value.detach().cpu().numpy()
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # tf.Tensor
+        return np.asarray(value.numpy())
+    return np.asarray(value)

@@ -36,7 +36,7 @@ def fetch_preset_archive(url: str, sha256: str | None, cache_dir: str | None = N
         >>> fetch_preset_archive("https://example.org/p.tar.gz", sha256=None)
         Traceback (most recent call last):
         ...
-        ValueError: Loading a preset from a URL needs its sha256 (64 hex digits), got None: call from_preset(url, sha256='…') with the checksum published with the archive.
+        ValueError: Loading a preset from a URL needs its sha256 (64 hex digits), got None: ...
     """
     if not isinstance(sha256, str) or len(sha256) != 64:
         raise ValueError(
@@ -85,7 +85,7 @@ def check_archive_members(archive: str) -> None:
         >>> check_archive_members(path)
         Traceback (most recent call last):
         ...
-        ValueError: Refusing to extract the preset archive: member '../escape.txt' would be written outside the extraction folder. The archive is unsafe; nothing was extracted.
+        ValueError: Refusing to extract the preset archive: member '../escape.txt' would ...
     """
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
