@@ -7,15 +7,9 @@ from keras_cvdm.data.normalization import QPINormalization
 
 
 def reconstruct(
-    model,
-    i_minus: np.ndarray,
-    i_plus: np.ndarray,
-    num_samples: int = 8,
-    seed: int | None = None,
-    num_steps: int | None = None,
-    sampler: str | None = None,
-    normalization: QPINormalization | None = None,
-    verbose: int = 0,
+    model, i_minus: np.ndarray, i_plus: np.ndarray, num_samples: int = 8,
+    seed: int | None = None, num_steps: int | None = None, sampler: str | None = None,
+    normalization: QPINormalization | None = None, verbose: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Phase (radians) and its per-pixel uncertainty from a two-shot defocus pair.
 

@@ -8,15 +8,9 @@ from keras_cvdm.physics import microscopy
 
 
 def reconstruct(
-    model,
-    image: np.ndarray,
-    num_samples: int = 8,
-    seed: int | None = None,
-    num_steps: int | None = None,
-    sampler: str | None = None,
-    factor: int | None = None,
-    normalization: SRNormalization | None = None,
-    verbose: int = 0,
+    model, image: np.ndarray, num_samples: int = 8, seed: int | None = None,
+    num_steps: int | None = None, sampler: str | None = None, factor: int | None = None,
+    normalization: SRNormalization | None = None, verbose: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Super-resolved image and its per-pixel uncertainty from a wide-field image.
 

@@ -150,14 +150,7 @@ class QPINormalization:
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> QPINormalization:
-        """Rebuild from `to_dict()` output (unknown keys are an error).
-
-        Args:
-            config: the dict written by `to_dict()`.
-
-        Returns:
-            A `QPINormalization`.
-        """
+        """The inverse of `to_dict(config)`; a key it does not know is an error."""
         config = {k: v for k, v in config.items() if k != "type"}
         return cls(**config)
 
@@ -221,25 +214,11 @@ class SRNormalization:
         return (low + 0.5 * (y + 1.0) * (high - low)).astype(np.float32)
 
     def normalize_input(self, image: np.ndarray):
-        """`normalize(image, input_percentiles)`.
-
-        Args:
-            image: one input sample.
-
-        Returns:
-            `(normalised image, (low, high))`.
-        """
+        """`normalize(image, input_percentiles)`: a (noisy) input sample → `(x, (low, high))`."""
         return self.normalize(image, self.input_percentiles)
 
     def normalize_target(self, image: np.ndarray):
-        """`normalize(image, target_percentiles)`.
-
-        Args:
-            image: one target sample.
-
-        Returns:
-            `(normalised image, (low, high))`.
-        """
+        """`normalize(image, target_percentiles)`: a target sample → `(y, (low, high))`."""
         return self.normalize(image, self.target_percentiles)
 
     def to_dict(self) -> dict[str, Any]:
@@ -252,14 +231,7 @@ class SRNormalization:
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> SRNormalization:
-        """Rebuild from `to_dict()` output.
-
-        Args:
-            config: the dict written by `to_dict()`.
-
-        Returns:
-            An `SRNormalization`.
-        """
+        """The inverse of `to_dict(config)`; the percentile lists become tuples."""
         config = {k: tuple(v) for k, v in config.items() if k != "type"}
         return cls(**config)
 
