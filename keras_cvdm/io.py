@@ -24,6 +24,7 @@ Pillow and tifffile are optional dependencies, imported when first needed
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -38,24 +39,20 @@ IMAGE_EXTENSIONS = TIFF_EXTENSIONS + PILLOW_EXTENSIONS
 _INSTALL_HINT = "Install the image IO extra: pip install keras-cvdm[io]"
 
 
-def _import_tifffile():
+def _optional_module(name: str, purpose: str):
+    """Import an optional dependency, or say which extra installs it."""
     try:
-        import tifffile
+        return importlib.import_module(name)
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            f"Reading and writing TIFF files needs `tifffile`. {_INSTALL_HINT}"
-        ) from err
-    return tifffile
+        raise ImportError(f"{purpose} needs `{name}`. {_INSTALL_HINT}") from err
+
+
+def _import_tifffile():
+    return _optional_module("tifffile", "Reading and writing TIFF files")
 
 
 def _import_pillow():
-    try:
-        from PIL import Image
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            f"Reading and writing PNG/JPEG files needs Pillow. {_INSTALL_HINT}"
-        ) from err
-    return Image
+    return _optional_module("PIL.Image", "Reading and writing PNG/JPEG files (Pillow)")
 
 
 def _suffix(path: Path) -> str:
@@ -83,10 +80,10 @@ def to_grayscale(image: np.ndarray) -> np.ndarray:
     An alpha channel (4th) is dropped; 2-channel images (gray + alpha) keep channel 0.
 
     Args:
-        image: `(H, W)` or `(H, W, C)`.
+        image (np.ndarray): `(H, W)` or `(H, W, C)`.
 
     Returns:
-        `(H, W)` float array (float32 for integer input).
+        np.ndarray: `(H, W)` float array (float32 for integer input).
 
     Examples:
         >>> import numpy as np
@@ -109,13 +106,13 @@ def read_image(path: str | os.PathLike, *, scale: bool = True, as_gray: bool = F
     """Read a PNG, JPEG, BMP or TIFF image.
 
     Args:
-        path: image file.
-        scale: convert uint8/uint16 to float32 in `[0, 1]` (see the module docstring);
+        path (str | os.PathLike): image file.
+        scale (bool): convert uint8/uint16 to float32 in `[0, 1]` (see the module docstring);
             `False` returns the stored integers.
-        as_gray: convert colour images to luminance (`to_grayscale`).
+        as_gray (bool): convert colour images to luminance (`to_grayscale`).
 
     Returns:
-        The image, `(H, W)` or `(H, W, C)` (a multi-page TIFF gives its whole stack).
+        np.ndarray: The image, `(H, W)` or `(H, W, C)` (a multi-page TIFF gives its whole stack).
 
     Examples:
         >>> import numpy as np, tempfile, os
@@ -151,11 +148,11 @@ def read_stack(path: str | os.PathLike, *, scale: bool = True) -> np.ndarray:
     """Read a multi-page TIFF (or any single image) as a stack `(N, H, W[, C])`.
 
     Args:
-        path: TIFF file (a single-page TIFF or a PNG gives `N = 1`).
-        scale: integer scaling as in `read_image`.
+        path (str | os.PathLike): TIFF file (a single-page TIFF or a PNG gives `N = 1`).
+        scale (bool): integer scaling as in `read_image`.
 
     Returns:
-        The stack; a 2-D image gets a leading axis of length 1.
+        np.ndarray: The stack; a 2-D image gets a leading axis of length 1.
 
     Examples:
         >>> import numpy as np, tempfile, os
@@ -208,14 +205,15 @@ def write_image(
     """Write one image `(H, W)` or channels-last `(H, W, C)` as PNG or TIFF.
 
     Args:
-        path: destination; the extension picks the format (`.png`, `.tif`, `.tiff`).
+        path (str | os.PathLike): destination; the extension picks the format (`.png`, `.tif`,
+            `.tiff`).
             Parent folders are created.
-        image: the image. TIFF keeps its dtype; for PNG see the module docstring.
-        overwrite: replace an existing file (otherwise `FileExistsError`).
-        dtype: PNG only: `"uint8"` or `"uint16"` (default) for float input.
+        image (np.ndarray): the image. TIFF keeps its dtype; for PNG see the module docstring.
+        overwrite (bool): replace an existing file (otherwise `FileExistsError`).
+        dtype (str | None): PNG only: `"uint8"` or `"uint16"` (default) for float input.
 
     Returns:
-        The path written.
+        Path: The path written.
 
     Examples:
         >>> import numpy as np, tempfile, os
@@ -272,12 +270,12 @@ def write_stack(
     """Write a stack `(N, H, W)` or `(N, H, W, C)` as a multi-page TIFF (one page per image).
 
     Args:
-        path: destination `.tif`/`.tiff` file; parent folders are created.
-        images: the stack (any dtype; float32 round-trips exactly).
-        overwrite: replace an existing file (otherwise `FileExistsError`).
+        path (str | os.PathLike): destination `.tif`/`.tiff` file; parent folders are created.
+        images (np.ndarray): the stack (any dtype; float32 round-trips exactly).
+        overwrite (bool): replace an existing file (otherwise `FileExistsError`).
 
     Returns:
-        The path written.
+        Path: The path written.
 
     Examples:
         >>> import numpy as np, tempfile, os
@@ -301,11 +299,11 @@ def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
     """Sorted image files (`IMAGE_EXTENSIONS`) under `folder`.
 
     Args:
-        folder: directory to search.
-        recursive: include sub-folders.
+        folder (str | os.PathLike): directory to search.
+        recursive (bool): include sub-folders.
 
     Returns:
-        Sorted list of paths (hidden files skipped).
+        list[Path]: Sorted list of paths (hidden files skipped).
 
     Examples:
         >>> import tempfile

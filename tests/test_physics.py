@@ -6,6 +6,7 @@ Every test checks a closed form, a conservation law or a symmetry, not stored ou
 import numpy as np
 import pytest
 
+from keras_cvdm.metrics import phase_mae
 from keras_cvdm.physics import (
     airy_psf,
     convolve,
@@ -17,7 +18,6 @@ from keras_cvdm.physics import (
     gaussian_psf,
     gaussian_sigma,
     make_psf,
-    phase_mae,
     poisson_gaussian_noise,
     polychromatic_defocus,
     tie_phase,

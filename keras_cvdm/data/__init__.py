@@ -1,24 +1,23 @@
-"""Data: synthetic phantoms, simulated datasets, file-based datasets, normalisation."""
+"""Data: synthetic phantoms, simulated QPI and SR datasets, file-based datasets, normalisation.
 
-from keras_cvdm.data.datasets import (
-    QPI_TEST_SEED,
-    PhantomSource,
-    QPIDataset,
-    SimulatedDataset,
-    SRDataset,
-    augment,
-    qpi_dataset,
-    qpi_test_set,
-    simulate_qpi_pair,
-    sr_dataset,
-)
-from keras_cvdm.data.folders import FolderSource, PairedDataset, from_image_folder, paired_dataset
+- `phantoms`: seeded synthetic target maps.
+- `augment`: the random flip/rotation shared by every dataset.
+- `base`: seed and epoch bookkeeping of every dataset; `simulated`: the simulated-data
+  base (`SimulatedDataset`, `PhantomSource`).
+- `qpi_data`, `sr_data`: the two tasks' simulators, training datasets and test sets.
+- `folders`: image folders as simulation targets; `paired`: stored `(x, y)` pairs.
+- `normalization`: model-space scaling of inputs and targets; `tf_data`: `tf.data`.
+"""
+
+from keras_cvdm.data.augment import augment
+from keras_cvdm.data.folders import FolderSource, from_image_folder
 from keras_cvdm.data.normalization import (
     QPINormalization,
     SRNormalization,
     normalization_from_dict,
     stack_pair,
 )
+from keras_cvdm.data.paired import PairedDataset, paired_dataset
 from keras_cvdm.data.phantoms import (
     PHANTOMS,
     QPI_DEFAULT_MIX,
@@ -35,6 +34,15 @@ from keras_cvdm.data.phantoms import (
     strokes,
     textures,
 )
+from keras_cvdm.data.qpi_data import (
+    QPI_TEST_SEED,
+    QPIDataset,
+    qpi_dataset,
+    qpi_test_set,
+    simulate_qpi_pair,
+)
+from keras_cvdm.data.simulated import PhantomSource, SimulatedDataset
+from keras_cvdm.data.sr_data import SR_TEST_SEED, SRDataset, sr_dataset, sr_test_set
 from keras_cvdm.data.tf_data import to_tf_dataset
 
 __all__ = [
@@ -42,6 +50,7 @@ __all__ = [
     "QPI_DEFAULT_MIX",
     "QPI_TEST_SEED",
     "SR_DEFAULT_MIX",
+    "SR_TEST_SEED",
     "FolderSource",
     "PairedDataset",
     "PhantomSource",
@@ -67,6 +76,7 @@ __all__ = [
     "shapes",
     "simulate_qpi_pair",
     "sr_dataset",
+    "sr_test_set",
     "stack_pair",
     "strokes",
     "textures",

@@ -18,26 +18,18 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-SeedLike = int | np.random.Generator | None
+from keras_cvdm import imaging
+from keras_cvdm.imaging import SeedLike
+
 ImageSize = int | tuple[int, int]
 
 
-def _rng(seed: SeedLike) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    return np.random.default_rng(seed)
-
-
-def _shape(image_size: ImageSize) -> tuple[int, int]:
-    if isinstance(image_size, int | np.integer):
-        shape = (int(image_size), int(image_size))
-    else:
-        shape = tuple(int(s) for s in image_size)
-    if len(shape) != 2 or min(shape) < 8:
-        raise ValueError(
-            f"`image_size` must be an int or (H, W) with sides >= 8, got {image_size}."
-        )
-    return shape
+def _setup(image_size: ImageSize, seed: SeedLike) -> tuple[tuple[int, int], np.random.Generator]:
+    """The `(H, W)` of a phantom (sides >= 8) and its random generator."""
+    shape = imaging.image_shape(image_size)
+    if min(shape) < 8:
+        raise ValueError(f"`image_size` must have sides >= 8, got {image_size}.")
+    return shape, imaging.rng(seed)
 
 
 def _normalize01(img: np.ndarray) -> np.ndarray:
@@ -51,11 +43,11 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     """Periodic Gaussian blur of the last two axes (FFT), standard deviation in pixels.
 
     Args:
-        image: array `(..., H, W)`.
-        sigma: standard deviation in pixels (0 returns the image unchanged).
+        image (np.ndarray): array `(..., H, W)`.
+        sigma (float): standard deviation in pixels (0 returns the image unchanged).
 
     Returns:
-        float64 blurred array, same shape; the sum is conserved.
+        np.ndarray: float64 blurred array, same shape; the sum is conserved.
 
     Examples:
         >>> import numpy as np
@@ -116,19 +108,19 @@ def cells(image_size: ImageSize = 64, seed: SeedLike = None) -> np.ndarray:
     Overlapping cells take the maximum (they crowd, they do not stack).
 
     Args:
-        image_size: side length, or `(H, W)`.
-        seed: integer seed, `numpy.random.Generator`, or `None`.
+        image_size (int | tuple[int, int]): side length or `(H, W)`; cell sizes scale with the
+            image.
+        seed (int | np.random.Generator | None): integer seed, generator, or `None`.
 
     Returns:
-        float32 `(H, W)` map in `[0, 1]` (min 0, max 1).
+        np.ndarray: float32 `(H, W)` optical-thickness map in `[0, 1]` (min 0, max 1).
 
     Examples:
         >>> img = cells(64, seed=0)
         >>> img.shape, float(img.min()), float(img.max())
         ((64, 64), 0.0, 1.0)
     """
-    rng = _rng(seed)
-    shape = _shape(image_size)
+    shape, rng = _setup(image_size, seed)
     size = min(shape)
     yy, xx = _grid(shape)
     img = np.zeros(shape)
@@ -170,18 +162,18 @@ def gaussian_random_field(image_size: ImageSize = 64, seed: SeedLike = None) -> 
     """Smooth Gaussian random field: power-law (1/f^β, β ∈ [2, 4.5]) or Gaussian-correlated.
 
     Args:
-        image_size: side length, or `(H, W)`.
-        seed: integer seed, `numpy.random.Generator`, or `None`.
+        image_size (int | tuple[int, int]): side length or `(H, W)`; the correlation length scales
+            with the image.
+        seed (int | np.random.Generator | None): integer seed, generator, or `None`.
 
     Returns:
-        float32 `(H, W)` map in `[0, 1]`.
+        np.ndarray: float32 `(H, W)` smooth field, min-max scaled to `[0, 1]`.
 
     Examples:
-        >>> gaussian_random_field(32, seed=1).shape
-        (32, 32)
+        >>> gaussian_random_field((32, 48), seed=1).shape
+        (32, 48)
     """
-    rng = _rng(seed)
-    shape = _shape(image_size)
+    shape, rng = _setup(image_size, seed)
     if rng.uniform() < 0.5:
         field = _power_law_noise(rng, shape, rng.uniform(2.0, 4.5))
     else:
@@ -207,18 +199,18 @@ def filaments(image_size: ImageSize = 64, seed: SeedLike = None) -> np.ndarray:
     """Microtubule-like filaments: long worm-like chains, 1–3 px wide, on a faint haze.
 
     Args:
-        image_size: side length, or `(H, W)`.
-        seed: integer seed, `numpy.random.Generator`, or `None`.
+        image_size (int | tuple[int, int]): side length or `(H, W)`; widths are in pixels; the
+            number of filaments grows with the area.
+        seed (int | np.random.Generator | None): integer seed, generator, or `None`.
 
     Returns:
-        float32 `(H, W)` map in `[0, 1]`.
+        np.ndarray: float32 `(H, W)` filament density in `[0, 1]`, crossings saturated.
 
     Examples:
         >>> float(filaments(64, seed=0).max())
         1.0
     """
-    rng = _rng(seed)
-    shape = _shape(image_size)
+    shape, rng = _setup(image_size, seed)
     size = min(shape)
     area_scale = shape[0] * shape[1] / 64.0**2
     ys_all, xs_all, w_all = [], [], []
@@ -241,18 +233,19 @@ def puncta(image_size: ImageSize = 64, seed: SeedLike = None) -> np.ndarray:
     """Diffraction-scale spots (vesicles, single molecules) of random brightness.
 
     Args:
-        image_size: side length, or `(H, W)`.
-        seed: integer seed, `numpy.random.Generator`, or `None`.
+        image_size (int | tuple[int, int]): side length or `(H, W)`; spot widths are in pixels; the
+            number of spots grows with the area.
+        seed (int | np.random.Generator | None): integer seed, generator, or `None`.
 
     Returns:
-        float32 `(H, W)` map in `[0, 1]`.
+        np.ndarray: float32 `(H, W)` spot density in `[0, 1]`, overlaps saturated.
 
     Examples:
-        >>> puncta(64, seed=0).shape
-        (64, 64)
+        >>> spots = puncta(64, seed=0)
+        >>> spots.shape, float(spots.max())
+        ((64, 64), 1.0)
     """
-    rng = _rng(seed)
-    shape = _shape(image_size)
+    shape, rng = _setup(image_size, seed)
     density = rng.uniform(0.002, 0.02)  # spots per pixel
     n = max(int(density * shape[0] * shape[1]), 3)
     ys, xs = rng.uniform(0, shape[0], n), rng.uniform(0, shape[1], n)
@@ -266,18 +259,18 @@ def rings(image_size: ImageSize = 64, seed: SeedLike = None) -> np.ndarray:
     """Clathrin-coated-pit-like rings and arcs (radius 1.5–6 px) with some filled spots.
 
     Args:
-        image_size: side length, or `(H, W)`.
-        seed: integer seed, `numpy.random.Generator`, or `None`.
+        image_size (int | tuple[int, int]): side length or `(H, W)`; ring radii are in pixels,
+            1.5–6 px.
+        seed (int | np.random.Generator | None): integer seed, generator, or `None`.
 
     Returns:
-        float32 `(H, W)` map in `[0, 1]`.
+        np.ndarray: float32 `(H, W)` density of rings and arcs in `[0, 1]`.
 
     Examples:
-        >>> rings(64, seed=0).shape
-        (64, 64)
+        >>> bool(rings(48, seed=2).min() == 0.0)
+        True
     """
-    rng = _rng(seed)
-    shape = _shape(image_size)
+    shape, rng = _setup(image_size, seed)
     n = max(int(rng.uniform(0.001, 0.008) * shape[0] * shape[1]), 2)
     ys_all, xs_all, w_all = [], [], []
     for _ in range(n):
@@ -316,18 +309,18 @@ def shapes(image_size: ImageSize = 64, seed: SeedLike = None) -> np.ndarray:
     level, then anti-aliased with a 0.5 px blur.
 
     Args:
-        image_size: side length, or `(H, W)`.
-        seed: integer seed, `numpy.random.Generator`, or `None`.
+        image_size (int | tuple[int, int]): side length or `(H, W)`; shape sizes are 5–30 % of the
+            smaller side.
+        seed (int | np.random.Generator | None): integer seed, generator, or `None`.
 
     Returns:
-        float32 `(H, W)` map in `[0, 1]`.
+        np.ndarray: float32 `(H, W)` piecewise-constant map in `[0, 1]` with anti-aliased edges.
 
     Examples:
         >>> shapes(64, seed=0).shape
         (64, 64)
     """
-    rng = _rng(seed)
-    shape = _shape(image_size)
+    shape, rng = _setup(image_size, seed)
     size = min(shape)
     yy, xx = _grid(shape)
     img = np.full(shape, rng.uniform(0.0, 0.3))
@@ -360,18 +353,19 @@ def strokes(image_size: ImageSize = 64, seed: SeedLike = None) -> np.ndarray:
     """Text-like strokes: short curved pen strokes of constant width with sharp edges.
 
     Args:
-        image_size: side length, or `(H, W)`.
-        seed: integer seed, `numpy.random.Generator`, or `None`.
+        image_size (int | tuple[int, int]): side length or `(H, W)`; strokes are 1 px plus up to 6 %
+            of the smaller side wide.
+        seed (int | np.random.Generator | None): integer seed, generator, or `None`.
 
     Returns:
-        float32 `(H, W)` map in `[0, 1]`.
+        np.ndarray: float32 `(H, W)` ink map in `[0, 1]`: a background and one stroke level.
 
     Examples:
-        >>> strokes(64, seed=0).shape
-        (64, 64)
+        >>> ink = strokes(64, seed=0)
+        >>> float(ink.min()), float(ink.max())
+        (0.0, 1.0)
     """
-    rng = _rng(seed)
-    shape = _shape(image_size)
+    shape, rng = _setup(image_size, seed)
     size = min(shape)
     width = rng.uniform(1.0, 0.06 * size + 1.0)
     ys_all, xs_all = [], []
@@ -403,18 +397,18 @@ def textures(image_size: ImageSize = 64, seed: SeedLike = None) -> np.ndarray:
     top. Edges, flat regions and textures at all scales, like a grayscale photograph.
 
     Args:
-        image_size: side length, or `(H, W)`.
-        seed: integer seed, `numpy.random.Generator`, or `None`.
+        image_size (int | tuple[int, int]): side length or `(H, W)`; leaf radii span 1 px to a third
+            of the smaller side.
+        seed (int | np.random.Generator | None): integer seed, generator, or `None`.
 
     Returns:
-        float32 `(H, W)` map in `[0, 1]`.
+        np.ndarray: float32 `(H, W)` grey-level map in `[0, 1]`.
 
     Examples:
-        >>> textures(64, seed=0).shape
-        (64, 64)
+        >>> textures((48, 64), seed=0).shape
+        (48, 64)
     """
-    rng = _rng(seed)
-    shape = _shape(image_size)
+    shape, rng = _setup(image_size, seed)
     size = min(shape)
     yy, xx = _grid(shape)
     img = np.full(shape, rng.uniform())
@@ -461,7 +455,7 @@ QPI_DEFAULT_MIX: dict[str, float] = {
     "puncta": 0.03,
     "rings": 0.03,
 }
-"""Default phantom mix for QPI: broad, so a model does not overfit one kind (DESIGN §5)."""
+"""Default phantom mix for QPI: broad, so a model does not overfit one kind."""
 
 SR_DEFAULT_MIX: dict[str, float] = {
     "filaments": 0.3,
@@ -478,12 +472,12 @@ def normalize_mix(mix: Mapping[str, float] | str | list | tuple | None, default)
     """Validate a phantom mix and return it as `{name: probability}` summing to 1.
 
     Args:
-        mix: a mapping name → weight, a single name, a list of names (equal weights), or
-            `None` for `default`.
-        default: the mix used for `None`.
+        mix (Mapping[str, float] | str | list | tuple | None): a mapping name → weight, a
+            single name, a list of names (equal weights), or `None` for `default`.
+        default (Mapping[str, float] | None): the mix used for `None`.
 
     Returns:
-        A dict of probabilities.
+        dict: `{name: probability}`, the probabilities summing to 1.
 
     Examples:
         >>> normalize_mix(["cells", "shapes"], None)
@@ -513,19 +507,21 @@ def random_phantom(
     """Draw a phantom kind from `mix`, then a phantom of that kind.
 
     Args:
-        image_size: side length, or `(H, W)`.
-        seed: integer seed, `numpy.random.Generator`, or `None`.
-        mix: phantom mix (see `normalize_mix`); default `QPI_DEFAULT_MIX`.
+        image_size (int | tuple[int, int]): side length, or `(H, W)`.
+        seed (int | np.random.Generator | None): integer seed, `numpy.random.Generator`, or `None`.
+        mix (Mapping[str, float] | str | list | None): phantom mix (see `normalize_mix`); default
+            `QPI_DEFAULT_MIX`.
 
     Returns:
-        `(phantom, kind)`: float32 `(H, W)` map in `[0, 1]` and the kind's name.
+        tuple[np.ndarray, str]: `(phantom, kind)`: float32 `(H, W)` map in `[0, 1]` and the kind's
+            name.
 
     Examples:
         >>> img, kind = random_phantom(32, seed=3)
         >>> img.shape, kind in PHANTOMS
         ((32, 32), True)
     """
-    rng = _rng(seed)
+    rng = imaging.rng(seed)
     probs = normalize_mix(mix, QPI_DEFAULT_MIX)
     names = list(probs)
     kind = names[int(rng.choice(len(names), p=[probs[n] for n in names]))]

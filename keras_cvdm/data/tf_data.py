@@ -15,13 +15,13 @@ def to_tf_dataset(dataset, *, num_parallel_calls: int | None = None, prefetch: b
     `PyDataset` directly. Repeat, cache or shard the result with the usual `tf.data` API.
 
     Args:
-        dataset: a `keras.utils.PyDataset` of this package (or anything with `__len__`
-            and `__getitem__` returning an `(x, y)` tuple of numpy arrays).
-        num_parallel_calls: parallel batch builders (default `tf.data.AUTOTUNE`).
-        prefetch: append `.prefetch(tf.data.AUTOTUNE)`.
+        dataset (keras.utils.PyDataset): a dataset of this package (or anything with
+            `__len__` and `__getitem__` returning an `(x, y)` tuple of numpy arrays).
+        num_parallel_calls (int | None): parallel batch builders (default `tf.data.AUTOTUNE`).
+        prefetch (bool): append `.prefetch(tf.data.AUTOTUNE)`.
 
     Returns:
-        A `tf.data.Dataset` of `(x, y)` float32 batches, of length `len(dataset)`.
+        tf.data.Dataset: `(x, y)` float32 batches, `len(dataset)` of them.
 
     Examples:
         >>> from keras_cvdm.data import qpi_dataset

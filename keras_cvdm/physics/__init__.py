@@ -1,6 +1,12 @@
-"""Forward models: QPI defocus imaging (Fresnel propagation, TIE baseline) and microscopy.
+"""Forward models and the classical baseline, in numpy (float64 inside, float32 out).
 
-Everything here is numpy (float64 inside, float32 out); lengths are in micrometres.
+- `propagation`: QPI defocus imaging (Fresnel propagation, defocus pairs and stacks,
+  polychromatic brightfield) and the paper's optics (`PAPER_*`).
+- `tie`: the transport-of-intensity phase baseline and its regularisation tuning.
+- `microscopy`: widefield fluorescence degradation (PSFs, blur, binning, noise,
+  up-sampling).
+
+Lengths are in micrometres.
 """
 
 from keras_cvdm.physics.microscopy import (
@@ -14,7 +20,7 @@ from keras_cvdm.physics.microscopy import (
     poisson_gaussian_noise,
     upsample,
 )
-from keras_cvdm.physics.qpi import (
+from keras_cvdm.physics.propagation import (
     PAPER_DEFOCUS,
     PAPER_PHASE_MAX,
     PAPER_PIXEL_SIZE,
@@ -23,11 +29,9 @@ from keras_cvdm.physics.qpi import (
     defocus_pair,
     defocus_stack,
     fresnel_propagate,
-    phase_mae,
     polychromatic_defocus,
-    tie_phase,
-    tune_tie_regularization,
 )
+from keras_cvdm.physics.tie import tie_phase, tune_tie_regularization
 
 __all__ = [
     "PAPER_DEFOCUS",
@@ -45,7 +49,6 @@ __all__ = [
     "gaussian_psf",
     "gaussian_sigma",
     "make_psf",
-    "phase_mae",
     "poisson_gaussian_noise",
     "polychromatic_defocus",
     "tie_phase",

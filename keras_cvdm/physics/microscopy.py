@@ -20,13 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-SeedLike = int | np.random.Generator | None
-
-
-def _rng(seed: SeedLike) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    return np.random.default_rng(seed)
+from keras_cvdm import imaging
+from keras_cvdm.imaging import SeedLike, check_positive
 
 
 def gaussian_sigma(wavelength: float, na: float, pixel_size: float) -> float:
@@ -36,20 +31,18 @@ def gaussian_sigma(wavelength: float, na: float, pixel_size: float) -> float:
     widefield fit).
 
     Args:
-        wavelength: emission wavelength in µm.
-        na: numerical aperture of the objective.
-        pixel_size: pixel size in µm (in the sample plane).
+        wavelength (float): emission wavelength in µm.
+        na (float): numerical aperture of the objective.
+        pixel_size (float): pixel size in µm (in the sample plane).
 
     Returns:
-        σ in pixels.
+        float: σ in pixels.
 
     Examples:
         >>> round(gaussian_sigma(0.5, 1.0, 0.105), 3)
         1.0
     """
-    for name, value in (("wavelength", wavelength), ("na", na), ("pixel_size", pixel_size)):
-        if value <= 0:
-            raise ValueError(f"`{name}` must be positive, got {value}.")
+    check_positive(wavelength=wavelength, na=na, pixel_size=pixel_size)
     return 0.21 * wavelength / na / pixel_size
 
 
@@ -69,15 +62,15 @@ def gaussian_psf(
     """A Gaussian PSF, normalised to sum 1, centred on the middle pixel.
 
     Args:
-        sigma: standard deviation in pixels; or give `wavelength`, `na`, `pixel_size`
+        sigma (float | None): standard deviation in pixels; or give `wavelength`, `na`, `pixel_size`
             to use the widefield fit `σ = 0.21 λ / NA` (see `gaussian_sigma`).
-        size: side length (odd); default the smallest odd size covering ±4σ.
-        wavelength: emission wavelength in µm (with `na`, `pixel_size`).
-        na: numerical aperture.
-        pixel_size: pixel size in µm.
+        size (int | None): side length (odd); default the smallest odd size covering ±4σ.
+        wavelength (float | None): emission wavelength in µm (with `na`, `pixel_size`).
+        na (float | None): numerical aperture.
+        pixel_size (float | None): pixel size in µm.
 
     Returns:
-        float32 `(size, size)` kernel with sum 1.
+        np.ndarray: float32 `(size, size)` kernel with sum 1.
 
     Examples:
         >>> psf = gaussian_psf(1.5)
@@ -88,15 +81,9 @@ def gaussian_psf(
         if None in (wavelength, na, pixel_size):
             raise ValueError("Give `sigma` (pixels) or all of `wavelength`, `na`, `pixel_size`.")
         sigma = gaussian_sigma(wavelength, na, pixel_size)
-    if sigma <= 0:
-        raise ValueError(f"`sigma` must be positive, got {sigma}.")
-    size = _odd(8 * sigma + 1) if size is None else int(size)
-    if size % 2 == 0:
-        raise ValueError(f"`size` must be odd so the PSF has a centre pixel, got {size}.")
-    r = np.arange(size) - size // 2
-    g = np.exp(-0.5 * (r / sigma) ** 2)
-    psf = np.outer(g, g)
-    return (psf / psf.sum()).astype(np.float32)
+    check_positive(sigma=sigma)
+    size = _odd(8 * sigma + 1) if size is None else size
+    return imaging.gaussian_kernel(size, sigma).astype(np.float32)
 
 
 def _bessel_j1(x: np.ndarray) -> np.ndarray:
@@ -124,23 +111,21 @@ def airy_psf(
     samples); the first dark ring is at `r = 0.61 λ / NA`.
 
     Args:
-        wavelength: emission wavelength in µm.
-        na: numerical aperture.
-        pixel_size: pixel size in µm (sample plane).
-        size: side length (odd); default covers six dark rings.
-        oversample: sub-pixel samples per axis (1: point sampling at pixel centres).
+        wavelength (float): emission wavelength in µm.
+        na (float): numerical aperture.
+        pixel_size (float): pixel size in µm (sample plane).
+        size (int | None): side length (odd); default covers six dark rings.
+        oversample (int): sub-pixel samples per axis (1: point sampling at pixel centres).
 
     Returns:
-        float32 `(size, size)` kernel with sum 1.
+        np.ndarray: float32 `(size, size)` kernel with sum 1.
 
     Examples:
         >>> psf = airy_psf(0.5, 1.0, 0.05)
         >>> round(float(psf.sum()), 6), psf.shape[0] % 2
         (1.0, 1)
     """
-    for name, value in (("wavelength", wavelength), ("na", na), ("pixel_size", pixel_size)):
-        if value <= 0:
-            raise ValueError(f"`{name}` must be positive, got {value}.")
+    check_positive(wavelength=wavelength, na=na, pixel_size=pixel_size)
     first_zero = 0.61 * wavelength / na / pixel_size
     size = _odd(2 * 6 * first_zero + 1) if size is None else int(size)
     if size % 2 == 0:
@@ -171,14 +156,14 @@ def make_psf(
     super-resolved (target) grid's 31.3 nm pixels.
 
     Args:
-        kind: `"airy"` or `"gaussian"`.
-        wavelength: emission wavelength in µm.
-        na: numerical aperture.
-        pixel_size: pixel size in µm of the grid the PSF is applied on.
-        size: side length (odd), or `None` for a default that covers the PSF.
+        kind (str): `"airy"` or `"gaussian"`.
+        wavelength (float): emission wavelength in µm.
+        na (float): numerical aperture.
+        pixel_size (float): pixel size in µm of the grid the PSF is applied on.
+        size (int | None): side length (odd), or `None` for a default that covers the PSF.
 
     Returns:
-        float32 kernel with sum 1.
+        np.ndarray: float32 kernel with sum 1.
 
     Examples:
         >>> make_psf("gaussian", 0.5, 1.0, 0.105).shape
@@ -195,14 +180,14 @@ def convolve(image: np.ndarray, psf: np.ndarray, boundary: str = "periodic") -> 
     """Convolve the last two axes of `image` with a centred `psf` (FFT).
 
     Args:
-        image: array `(..., H, W)`.
-        psf: 2-D kernel with odd sides, centred on its middle pixel.
-        boundary: `"periodic"` (wrap around; exact conservation of the sum) or
+        image (np.ndarray): array `(..., H, W)`.
+        psf (np.ndarray): 2-D kernel with odd sides, centred on its middle pixel.
+        boundary (str): `"periodic"` (wrap around; exact conservation of the sum) or
             `"reflect"` (mirror-pad by the kernel radius first: no wrap-around artefacts
             for real, non-periodic images).
 
     Returns:
-        float32 array shaped like `image`.
+        np.ndarray: float32 array shaped like `image`.
 
     Examples:
         >>> import numpy as np
@@ -242,11 +227,11 @@ def downsample(image: np.ndarray, factor: int) -> np.ndarray:
     The mean of the image is conserved exactly.
 
     Args:
-        image: array `(..., H, W)`, `H` and `W` divisible by `factor`.
-        factor: integer down-sampling factor (>= 1).
+        image (np.ndarray): array `(..., H, W)`, `H` and `W` divisible by `factor`.
+        factor (int): integer down-sampling factor (>= 1).
 
     Returns:
-        float32 array `(..., H / factor, W / factor)`.
+        np.ndarray: float32 array `(..., H / factor, W / factor)`.
 
     Examples:
         >>> import numpy as np
@@ -268,42 +253,6 @@ def downsample(image: np.ndarray, factor: int) -> np.ndarray:
     return blocks.mean(axis=(-3, -1)).astype(np.float32)
 
 
-def _interpolation_matrix(n_in: int, factor: int, method: str) -> np.ndarray:
-    """(n_in·factor, n_in) matrix resampling a 1-D signal, pixel centres aligned.
-
-    Output pixel j sits at input coordinate `(j + 0.5) / factor - 0.5` (block centres
-    map to input pixel centres, as for `downsample`); edges are clamped.
-    """
-    n_out = n_in * factor
-    pos = (np.arange(n_out) + 0.5) / factor - 0.5
-    mat = np.zeros((n_out, n_in))
-    rows = np.arange(n_out)
-    if method == "nearest":
-        np.add.at(mat, (rows, np.clip(np.floor(pos + 0.5).astype(int), 0, n_in - 1)), 1.0)
-        return mat
-    base = np.floor(pos).astype(int)
-    t = pos - base
-    if method == "linear":
-        taps = {0: 1 - t, 1: t}
-    elif method == "cubic":
-        a = -0.5  # Keys (1981) cubic convolution, the usual "bicubic"
-
-        def keys(s):
-            s = np.abs(s)
-            return np.where(
-                s <= 1,
-                (a + 2) * s**3 - (a + 3) * s**2 + 1,
-                np.where(s < 2, a * s**3 - 5 * a * s**2 + 8 * a * s - 4 * a, 0.0),
-            )
-
-        taps = {k: keys(t - k) for k in (-1, 0, 1, 2)}
-    else:
-        raise ValueError(f"`method` must be 'nearest', 'linear' or 'cubic', got {method!r}.")
-    for k, weight in taps.items():
-        np.add.at(mat, (rows, np.clip(base + k, 0, n_in - 1)), weight)
-    return mat
-
-
 def upsample(image: np.ndarray, factor: int, method: str = "cubic") -> np.ndarray:
     """Interpolate the last two axes onto a grid `factor` times finer.
 
@@ -312,12 +261,12 @@ def upsample(image: np.ndarray, factor: int, method: str = "cubic") -> np.ndarra
     `downsample(upsample(x, f), f)` stays close to `x` (exact for `"nearest"`).
 
     Args:
-        image: array `(..., h, w)`.
-        factor: integer up-sampling factor (>= 1).
-        method: `"nearest"`, `"linear"` or `"cubic"` (Keys, a = -0.5; default).
+        image (np.ndarray): array `(..., h, w)`.
+        factor (int): integer up-sampling factor (>= 1).
+        method (str): `"nearest"`, `"linear"` or `"cubic"` (Keys, a = -0.5; default).
 
     Returns:
-        float32 array `(..., h·factor, w·factor)`.
+        np.ndarray: float32 array `(..., h·factor, w·factor)`.
 
     Examples:
         >>> import numpy as np
@@ -327,10 +276,8 @@ def upsample(image: np.ndarray, factor: int, method: str = "cubic") -> np.ndarra
     factor = int(factor)
     if factor < 1:
         raise ValueError(f"`factor` must be a positive integer, got {factor}.")
-    image = np.asarray(image, dtype=np.float64)
-    my = _interpolation_matrix(image.shape[-2], factor, method)
-    mx = _interpolation_matrix(image.shape[-1], factor, method)
-    return np.einsum("ij,...jk,lk->...il", my, image, mx).astype(np.float32)
+    h, w = np.shape(image)[-2:]
+    return imaging.resize(image, (h * factor, w * factor), method).astype(np.float32)
 
 
 def poisson_gaussian_noise(
@@ -341,12 +288,12 @@ def poisson_gaussian_noise(
     """Shot noise plus read noise: `Poisson(counts) + N(0, read_noise_std²)`.
 
     Args:
-        expected_counts: expected photo-electrons per pixel (>= 0).
-        read_noise_std: standard deviation of the Gaussian read noise, in electrons.
-        seed: integer seed, `numpy.random.Generator`, or `None`.
+        expected_counts (np.ndarray): expected photo-electrons per pixel (>= 0).
+        read_noise_std (float): standard deviation of the Gaussian read noise, in electrons.
+        seed (int | np.random.Generator | None): integer seed, `numpy.random.Generator`, or `None`.
 
     Returns:
-        float32 noisy counts; mean `expected_counts`, variance
+        np.ndarray: float32 noisy counts; mean `expected_counts`, variance
         `expected_counts + read_noise_std²`.
 
     Examples:
@@ -360,7 +307,7 @@ def poisson_gaussian_noise(
         raise ValueError("`expected_counts` must be finite and >= 0 (photo-electrons).")
     if read_noise_std < 0:
         raise ValueError(f"`read_noise_std` must be >= 0, got {read_noise_std}.")
-    rng = _rng(seed)
+    rng = imaging.rng(seed)
     noisy = rng.poisson(counts).astype(np.float64)
     if read_noise_std > 0:
         noisy += rng.normal(0.0, read_noise_std, size=counts.shape)
@@ -379,17 +326,17 @@ def degrade(
     """Simulate a diffraction-limited, binned, noisy acquisition of `image`.
 
     Args:
-        image: non-negative fluorophore density `(..., H, W)` on the fine grid.
-        factor: binning factor (`H`, `W` divisible by it).
-        psf: PSF on the fine grid (sum 1), or `None` for no blur.
-        photons: expected photo-electrons of a low-resolution pixel whose mean image
+        image (np.ndarray): non-negative fluorophore density `(..., H, W)` on the fine grid.
+        factor (int): binning factor (`H`, `W` divisible by it).
+        psf (np.ndarray | None): PSF on the fine grid (sum 1), or `None` for no blur.
+        photons (float | None): expected photo-electrons of a low-resolution pixel whose mean image
             value is 1; `None` for no noise.
-        read_noise_std: read noise in electrons (used with `photons`).
-        seed: integer seed, `numpy.random.Generator`, or `None`.
-        boundary: convolution boundary, see `convolve`.
+        read_noise_std (float): read noise in electrons (used with `photons`).
+        seed (int | np.random.Generator | None): integer seed, `numpy.random.Generator`, or `None`.
+        boundary (str): convolution boundary, see `convolve`.
 
     Returns:
-        float32 low-resolution image `(..., H / factor, W / factor)` in the units of
+        np.ndarray: float32 low-resolution image `(..., H / factor, W / factor)` in the units of
         `image` (counts divided by `photons`).
 
     Examples:
