@@ -136,9 +136,10 @@ def test_sr_reconstruct_doubles_the_grid_and_is_affine_equivariant(sr_model):
 def test_evaluate_qpi_breaks_the_mae_down_by_phantom_kind(qpi_model):
     pytest.importorskip("scipy")
     pytest.importorskip("skimage")
-    from keras_cvdm.data import datasets
+    from keras_cvdm import data as datasets
     from keras_cvdm.evaluation import evaluate_qpi
-    from keras_cvdm.physics import phase_mae, tie_phase
+    from keras_cvdm.metrics import phase_mae
+    from keras_cvdm.physics import tie_phase
 
     result = evaluate_qpi(qpi_model, num_images=10, image_size=16, noise_levels=(0.05,),
                           num_samples=2)["0.05"]
