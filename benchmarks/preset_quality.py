@@ -7,12 +7,12 @@
   transport-of-intensity baseline with its regularisation tuned on the same images (oracle
   tuning: the strongest fair version of the baseline); the Spearman correlation of the
   per-pixel std with the absolute error.
-- `sr-microscopy`: PSNR and SSIM (scikit-image) on held-out simulated pairs (seed 20 000),
-  against the cubic up-sampled input; both get a per-image least-squares affine fit to the
-  target before scoring.
+- `sr-microscopy`: PSNR and SSIM (11×11 Gaussian window, σ = 1.5) on held-out simulated
+  pairs (seed 20 000), against the cubic up-sampled input; both get a per-image
+  least-squares affine fit to the target before scoring.
 
-The same functions (`keras_cvdm.evaluation`) produce the numbers in each preset's
-`metadata.json`, with the same seeds and sizes.
+The same protocols (`keras_cvdm.evaluation`, every score from `keras_cvdm.metrics`)
+produce the numbers in each preset's `metadata.json`, with the same seeds and sizes.
 """
 
 import argparse
@@ -100,7 +100,8 @@ def main():
             f"TIE is better on {'; '.join(losses)}." if losses else "CVDM is lower on every kind."
         ))
     lines += [
-        "\n**`sr-microscopy`** — after a per-image affine fit to the target:\n",
+        "\n**`sr-microscopy`** — after a per-image affine fit to the target (SSIM: 11×11 "
+        "Gaussian window, σ 1.5, `keras_cvdm.metrics.ssim`):\n",
         "| method | PSNR (dB) | SSIM |",
         "|---|---|---|",
         f"| CVDM (posterior mean) | {sr['cvdm_psnr']:.2f} | {sr['cvdm_ssim']:.3f} |",

@@ -2,6 +2,7 @@
 
     python benchmarks/quality.py                  # CPU scale (stated in RESULTS.md), 2 workers
     python benchmarks/quality.py --scale gpu      # the same protocol, larger images and budget
+    python benchmarks/quality.py --only learned,linear,cosine   # re-score the headline runs
 
 Protocol (identical for every method): the default U-Net denoiser at the scale's widths,
 the same simulated training data, steps, batch, learning-rate schedule and training seeds;
@@ -20,17 +21,23 @@ only the noise schedule differs.
   that holds γ(1, x) ≤ e⁻⁷ (`min_lambda=7`), on every seed; samplers DDIM-20 and DDIM-50
   against the ancestral-200 used for every method (all seeds).
 
-Test sets come from seeds never used in training or validation. Metrics (per image, then
-mean over images; mean ± std over training seeds): MAE, PSNR, SSIM and MS-SSIM
-(`keras_cvdm.metrics`). QPI is scored in radians after removing each image's mean offset
+Test sets come from seeds never used in training or validation. Every score comes from
+`keras_cvdm.metrics` (per image, then mean over images; mean ± std over training seeds):
+MAE, PSNR, SSIM and MS-SSIM. QPI is scored in radians after removing each image's mean offset
 (intensities fix phase only up to a constant); SR in the target's [-1, 1] units after a
 per-image least-squares affine fit (so the up-sampled input is not penalised for its
-scale). Uncertainty: Spearman ρ(std, |error|), coverage of mean ± 2·std, a calibration
-curve; the schedule: γ(t) averaged over structure and background pixels, and ρ(λ, std).
+scale). Uncertainty, from the sample std with `ddof=1` (`metrics.mean_and_std`, the
+convention of `CVDM.predict_uncertainty`): Spearman ρ(std, |error|), coverage of
+mean ± 2·std, a calibration curve; the schedule: γ(t) averaged over structure and
+background pixels, and ρ(λ, std).
 
 Every training run is a separate worker process (TensorFlow, one thread each) whose
 result is cached in `benchmarks/results/quality_runs/`; an interrupted benchmark resumes
-where it stopped. Results: `benchmarks/results/quality.json`
+where it stopped. Each cached run records the std convention it was scored with
+(`std_ddof`); `--only VARIANTS` re-runs the cached runs of those variants scored with
+another convention (for `linear` and `cosine`, only their tuned grid point, all seeds) and
+rebuilds the report, which marks the uncertainty numbers of runs still on the old
+convention. Results: `benchmarks/results/quality.json`
 (`{task: {method: {metric: {"mean", "std", "n"}}}}`), a section of `RESULTS.md`, and
 `quality_calibration.png`, `quality_gamma.png` next to them.
 """
@@ -83,7 +90,6 @@ MAIN_SAMPLER = ("ancestral", 200)
 EXTRA_SAMPLERS = (("ddim", 20), ("ddim", 50))
 METRICS = ("mae", "psnr", "ssim", "ms_ssim")
 UNCERTAINTY = ("spearman", "coverage_2std")
-CALIBRATION_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 TRAIN_SEED, VAL_SEED, TEST_SEED = 3000, 4000, 5000
 QPI_NOISE = 0.1
 PHASE_RANGE = 3.5
@@ -100,8 +106,13 @@ def task_data(task, scale, split, seed=0):
     """
     import numpy as np
 
-    from keras_cvdm.data import QPINormalization, datasets, qpi_dataset, sr_dataset
-    from keras_cvdm.evaluation import sr_test_set
+    from keras_cvdm.data import (
+        QPINormalization,
+        qpi_dataset,
+        qpi_test_set,
+        sr_dataset,
+        sr_test_set,
+    )
 
     size = scale["image_size"]
     if split == "train":
@@ -117,7 +128,7 @@ def task_data(task, scale, split, seed=0):
     split_seed = VAL_SEED if split == "val" else TEST_SEED
     if task == "qpi":
         norm = QPINormalization(phase_max=PHASE_RANGE)
-        i_minus, i_plus, phase = datasets.qpi_test_set(images, size, QPI_NOISE, seed=split_seed)
+        i_minus, i_plus, phase = qpi_test_set(images, size, QPI_NOISE, seed=split_seed)
         x = norm.pair_to_model(i_minus, i_plus)
         y = norm.normalize_phase(phase)[..., None]
         return x, y, {"phase": phase, "i_minus": i_minus, "i_plus": i_plus}
@@ -125,13 +136,13 @@ def task_data(task, scale, split, seed=0):
     return x[..., None], y[..., None], {}
 
 
-def affine_fit(images, targets):
+def affine_fit_batch(images, targets):
     """Per-image least-squares affine fit of `images` to `targets`, and the slopes."""
     import numpy as np
 
-    from keras_cvdm.evaluation import affine_fit as fit_one
+    from keras_cvdm.metrics import affine_fit
 
-    fitted, slopes = zip(*(fit_one(image, target) for image, target in zip(images, targets)))
+    fitted, slopes = zip(*(affine_fit(image, target) for image, target in zip(images, targets)))
     return np.stack(fitted), np.asarray(slopes)
 
 
@@ -145,7 +156,7 @@ def to_scored_units(task, mean, std, y, extra):
         mean = mean - np.mean(mean - truth, axis=(1, 2), keepdims=True)
         return mean, std * PHASE_RANGE / 2.0, truth
     truth = y[..., 0]
-    fitted, slopes = affine_fit(mean, truth)
+    fitted, slopes = affine_fit_batch(mean, truth)
     return fitted, std * np.abs(slopes)[:, None, None], truth
 
 
@@ -165,23 +176,16 @@ def image_metrics(task, estimate, truth):
 
 
 def uncertainty_metrics(estimate, std, truth):
-    """Spearman ρ(std, |error|), coverage of ±2·std and the calibration curve."""
-    from statistics import NormalDist
-
+    """Spearman ρ(std, |error|), coverage of ±2·std and the calibration curve
+    (at `keras_cvdm.metrics.CALIBRATION_LEVELS`)."""
     import numpy as np
 
-    from keras_cvdm.evaluation import spearman
+    from keras_cvdm import metrics
 
-    error = np.abs(estimate - truth)
-    std = np.maximum(std, 1e-12)
-    observed = [
-        float(np.mean(error <= NormalDist().inv_cdf(0.5 + level / 2.0) * std))
-        for level in CALIBRATION_LEVELS
-    ]
     return {
-        "spearman": spearman(std, error),
-        "coverage_2std": float(np.mean(error <= 2.0 * std)),
-        "calibration": observed,
+        "spearman": metrics.spearman(std, np.abs(estimate - truth)),
+        "coverage_2std": metrics.coverage(estimate, std, truth, k=2.0),
+        "calibration": metrics.calibration_curve(estimate, std, truth),
     }
 
 
@@ -232,7 +236,7 @@ def train_and_score(spec, scale):
     """Train one model and score it on the validation and test sets."""
     import keras
 
-    from keras_cvdm.evaluation import spearman
+    from keras_cvdm import metrics
 
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -248,7 +252,8 @@ def train_and_score(spec, scale):
     history = model.fit(x, y, batch_size=scale["batch_size"], epochs=1, shuffle=False,
                         verbose=0).history
     result = {"spec": spec, "train_seconds": time.time() - start,
-              "final_noise_loss": float(history["noise_loss"][-1])}
+              "final_noise_loss": float(history["noise_loss"][-1]),
+              "std_ddof": metrics.UNCERTAINTY_DDOF}
     samplers = [MAIN_SAMPLER] + (list(EXTRA_SAMPLERS) if spec["variant"] == "learned" else [])
     # Only the first seed's grid points are scored on the validation set (it picks each
     # fixed family's tuned point); every run is scored on the test set.
@@ -260,13 +265,13 @@ def train_and_score(spec, scale):
                 xs, num_samples=scale["num_samples"], num_steps=steps, sampler=sampler,
                 seed=spec["seed"], verbose=0,
             )[..., 0]
-            mean, std = samples.mean(axis=1), samples.std(axis=1)
+            mean, std = metrics.mean_and_std(samples, axis=1)
             estimate, std, truth = to_scored_units(spec["task"], mean, std, ys, extra)
             scores = image_metrics(spec["task"], estimate, truth)
             scores.update(uncertainty_metrics(estimate, std, truth))
             if spec["family"] == "learned":
                 lam = model.schedule_map(xs)[..., 0]
-                scores["lambda_std_spearman"] = spearman(lam, std)
+                scores["lambda_std_spearman"] = metrics.spearman(lam, std)
             result[f"{split}/{sampler}{steps}"] = scores
         if split == "test" and spec["variant"] in ("learned", "linear", "cosine"):
             result["gamma"] = region_gamma(model, xs, ys)
@@ -285,8 +290,14 @@ def run_path(spec, scale_name):
     return os.path.join(RUNS, f"{scale_name}__{run_name(spec)}.json")
 
 
-def run_specs(specs, scale_name, workers):
-    """Run the specs not cached yet, `workers` processes at a time; return all results.
+def std_ddof(result):
+    """The ddof of the sample std a cached run was scored with (0 before it was recorded)."""
+    return result.get("std_ddof", 0)
+
+
+def run_specs(specs, scale_name, workers, redo=()):
+    """Run the specs not cached yet (and those named in `redo`, by `run_name`), `workers`
+    processes at a time; return all results.
 
     The wall time spent running is added to the scale's total in `RUNS` (so a resumed or
     report-only invocation still states what the whole benchmark cost).
@@ -296,7 +307,7 @@ def run_specs(specs, scale_name, workers):
 
     def one(spec):
         path = run_path(spec, scale_name)
-        if not os.path.exists(path):
+        if not os.path.exists(path) or run_name(spec) in redo:
             env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2",
                        OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1",
                        TF_NUM_INTEROP_THREADS="1")
@@ -309,7 +320,8 @@ def run_specs(specs, scale_name, workers):
         with open(path) as f:
             return json.load(f)
 
-    missing = [s for s in specs if not os.path.exists(run_path(s, scale_name))]
+    missing = [s for s in specs
+               if not os.path.exists(run_path(s, scale_name)) or run_name(s) in redo]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(one, specs))
     if missing:
@@ -318,6 +330,21 @@ def run_specs(specs, scale_name, workers):
         with open(os.path.join(RUNS, "wall_seconds.json"), "w") as f:
             json.dump(walls, f, indent=1)
     return results
+
+
+def stale_runs(specs, scale_name, variants):
+    """`run_name`s of the cached runs of `variants` scored with another std convention."""
+    from keras_cvdm.metrics import UNCERTAINTY_DDOF
+
+    names = set()
+    for spec in specs:
+        path = run_path(spec, scale_name)
+        if spec["variant"] not in variants or not os.path.exists(path):
+            continue
+        with open(path) as f:
+            if std_ddof(json.load(f)) != UNCERTAINTY_DDOF:
+                names.add(run_name(spec))
+    return names
 
 
 def run_walls():
@@ -364,7 +391,7 @@ def baseline_scores(task, scale):
         tie = tie_phase(extra["i_minus"], extra["i_plus"], regularization=eps)
         tie = tie - np.mean(tie - extra["phase"], axis=(1, 2), keepdims=True)
         return "tie", image_metrics(task, tie, extra["phase"]), {"regularization": float(eps)}
-    fitted, _ = affine_fit(xs[..., 0], ys[..., 0])
+    fitted, _ = affine_fit_batch(xs[..., 0], ys[..., 0])
     return "upsampled", image_metrics(task, fitted, ys[..., 0]), {}
 
 
@@ -394,12 +421,17 @@ def aggregate(task, results, tuned, scale):
                 groups.setdefault(f"learned_{sampler}{steps}", []).append(
                     {**r, main: r[f"test/{sampler}{steps}"]}
                 )
+    from keras_cvdm.metrics import UNCERTAINTY_DDOF
+
     table = {}
     for method, runs in groups.items():
         keys = METRICS + UNCERTAINTY + (("lambda_std_spearman",) if "lambda_std_spearman"
                                        in runs[0][main] else ())
         table[method] = {k: summarise([r[main][k] for r in runs]) for k in keys}
         table[method]["train_seconds"] = summarise([r["train_seconds"] for r in runs])
+        # The oldest convention among the runs (a mixed method counts as out of date).
+        table[method]["std_ddof"] = min(std_ddof(r) for r in runs)
+        table[method]["_stale"] = table[method]["std_ddof"] != UNCERTAINTY_DDOF
         table[method]["_calibration"] = np.mean(
             [r[main]["calibration"] for r in runs], axis=0).tolist()
         gammas = [r["gamma"] for r in runs if "gamma" in r]
@@ -407,6 +439,7 @@ def aggregate(task, results, tuned, scale):
             table[method]["_gamma"] = gammas[0]
     name, scores, info = baseline_scores(task, scale)
     table[name] = {k: {"mean": v, "std": 0.0, "n": 1} for k, v in scores.items()}
+    table[name]["_stale"] = False
     return table, info
 
 
@@ -425,6 +458,8 @@ def tune(task, results):
 def plots(tables, path_calibration, path_gamma):
     import matplotlib
 
+    from keras_cvdm.metrics import CALIBRATION_LEVELS
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -433,7 +468,10 @@ def plots(tables, path_calibration, path_gamma):
     for ax, task in zip(axes[0], tasks):
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
         for method in ("learned", "linear", "cosine"):
-            ax.plot(CALIBRATION_LEVELS, tables[task][method]["_calibration"], "o-", label=method)
+            row = tables[task][method]
+            stale = f" (std ddof={row['std_ddof']})" if row["_stale"] else ""
+            ax.plot(CALIBRATION_LEVELS, tables[task][method]["_calibration"], "o-",
+                    label=method + stale)
         ax.set(title=f"{task}: calibration", xlabel="expected coverage (Gaussian interval)",
                ylabel="observed coverage")
         ax.legend()
@@ -479,6 +517,13 @@ def comparison(table, method, other):
 def markdown(tables, grids, tuned, infos, scale_name, scale):
     from report import machine
 
+    stale = {task: [m for m, row in table.items() if row["_stale"]]
+             for task, table in tables.items()}
+    headline = [m for m in ("learned", "linear", "cosine")
+                if any(m in methods for methods in stale.values())]
+    ablations = sorted({m for methods in stale.values() for m in methods
+                        if m in ABLATIONS})
+
     lines = [
         "## Learned vs tuned fixed schedules (`benchmarks/quality.py`)\n",
         f"Scale `{scale_name}`: {scale['image_size']}×{scale['image_size']} images, U-Net "
@@ -503,6 +548,8 @@ def markdown(tables, grids, tuned, infos, scale_name, scale):
         ]
         for method, row in table.items():
             unc = [fmt(row[k], 2) if k in row else "—" for k in UNCERTAINTY]
+            if row["_stale"]:
+                unc[1] += " †"
             lines.append(
                 f"| {method} | {fmt(row['mae'])} | {fmt(row['psnr'], 2)} | {fmt(row['ssim'])} "
                 f"| {fmt(row['ms_ssim'])} | {unc[0]} | {unc[1]} |"
@@ -533,6 +580,14 @@ def markdown(tables, grids, tuned, infos, scale_name, scale):
         if infos[task]:
             lines.append(f"Baseline settings: {infos[task]}.")
         lines.append("")
+    if headline or ablations:
+        rerun = [f"`python benchmarks/quality.py --scale {scale_name} --only "
+                 f"{','.join(names)}`" for names in (headline, ablations) if names]
+        lines.append(
+            "† **Out of date**: scored with the sample std over the posterior samples at "
+            "`ddof=0`, not the package's `ddof=1` (`CVDM.predict_uncertainty`), so the "
+            "coverage (and the calibration curve of the figure) is understated; Spearman ρ "
+            "does not depend on it. Re-scored by " + " and ".join(rerun) + ".\n")
     lines.append("![calibration](results/quality_calibration.png) "
                  "![gamma](results/quality_gamma.png)")
     return "\n".join(lines)
@@ -544,6 +599,12 @@ def main():
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--tasks", nargs="+", choices=["qpi", "sr"], default=["qpi", "sr"])
     parser.add_argument("--workers", type=int, default=2, help="training runs in parallel")
+    parser.add_argument(
+        "--only", type=lambda text: [v for v in text.split(",") if v],
+        help="comma-separated variants (e.g. learned,linear,cosine) whose cached runs "
+             "scored with another std convention are re-run (linear/cosine: the tuned "
+             "grid point, every seed); the report is rebuilt from all cached runs",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -556,6 +617,10 @@ def main():
         return
     from report import RESULTS, write_section
 
+    variants = {"learned", *GRIDS, *ABLATIONS}
+    unknown = sorted(set(args.only or ()) - variants)
+    if unknown:
+        parser.error(f"--only: unknown variants {unknown}; choose from {sorted(variants)}.")
     seeds = list(range(scale["seeds"]))
     ablation_seeds = scale["ablation_seeds"]
     first = [s for task in args.tasks for s in specs_for(task, seeds[:1], ablation_seeds)]
@@ -563,6 +628,17 @@ def main():
     tuned, grids = {}, {}
     for task in args.tasks:
         tuned[task], grids[task] = tune(task, results)
+    # Every run of the chosen variants the report uses: their tuned points, all seeds.
+    chosen = [s for task in args.tasks
+              for s in specs_for(task, seeds, ablation_seeds, tuned[task]["linear"],
+                                 tuned[task]["cosine"])]
+    redo = stale_runs(chosen, args.scale, set(args.only or ()))
+    if redo:
+        print(f"re-running {len(redo)} runs: {sorted(redo)}", flush=True)
+        fresh = {run_name(r["spec"]): r
+                 for r in run_specs([s for s in chosen if run_name(s) in redo], args.scale,
+                                    args.workers, redo)}
+        results = [fresh.get(run_name(r["spec"]), r) for r in results]
     rest = [s for task in args.tasks
             for s in specs_for(task, seeds[1:], ablation_seeds, tuned[task]["linear"],
                                tuned[task]["cosine"])]

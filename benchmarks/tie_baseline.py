@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from keras_cvdm.data import QPI_DEFAULT_MIX, QPI_TEST_SEED, qpi_test_set
+from keras_cvdm.metrics import phase_mae
 from keras_cvdm.physics import (
     PAPER_DEFOCUS,
     PAPER_PHASE_MAX,
     PAPER_PIXEL_SIZE,
     PAPER_WAVELENGTH,
-    phase_mae,
     tie_phase,
     tune_tie_regularization,
 )
@@ -76,7 +76,7 @@ def evaluate(num_images: int, image_size: int, seed: int) -> dict:
                 "noise_std": noise,
                 "best_regularization": best,
                 "mae_mean_aligned": float(np.mean(aligned)),
-                "mae_mean_aligned_sem": float(np.std(aligned) / np.sqrt(len(aligned))),
+                "mae_mean_aligned_sem": float(np.std(aligned, ddof=1) / np.sqrt(len(aligned))),
                 "mae_absolute_min_pinned": float(np.mean(absolute)),
                 "mae_mean_aligned_per_kind": per_kind,
                 "tuning_curve": {f"{k:.3g}": v for k, v in errors.items()},

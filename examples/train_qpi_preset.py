@@ -17,9 +17,9 @@ carries the uncertainty. Interrupted runs resume from `--workdir`.
 import numpy as np
 from preset_training import parse_args, run
 
+from keras_cvdm import physics as optics
 from keras_cvdm.data import QPINormalization, qpi_dataset
 from keras_cvdm.evaluation import evaluate_qpi
-from keras_cvdm.physics import qpi as optics
 
 RECIPE = {
     "name": "qpi",

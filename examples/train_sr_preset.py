@@ -9,8 +9,8 @@
 
 from preset_training import parse_args, run
 
-from keras_cvdm.data import SRNormalization, sr_dataset
-from keras_cvdm.evaluation import SR_TEST_SEED, evaluate_sr
+from keras_cvdm.data import SR_TEST_SEED, SRNormalization, sr_dataset
+from keras_cvdm.evaluation import evaluate_sr
 
 RECIPE = {
     "name": "sr-microscopy",

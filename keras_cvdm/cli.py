@@ -14,7 +14,7 @@ def _demo(args):
     import keras_cvdm
     from keras_cvdm.data import qpi_test_set
     from keras_cvdm.evaluation import score_qpi
-    from keras_cvdm.physics import phase_mae
+    from keras_cvdm.metrics import phase_mae
 
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         sys.exit(f"--output {args.output!r} exists and is not a folder; choose another path.")
@@ -55,7 +55,7 @@ def _demo(args):
         "seconds_per_image": round(seconds / args.num_images, 2),
         "cvdm_mae_rad_mean_aligned": float(np.mean(cvdm_mae)),
         "tie_tuned_mae_rad_mean_aligned": float(np.mean(tie_mae)),
-        "cvdm_mae_rad_absolute": float(np.mean(phase_mae(mean, phase, alignment="none"))),
+        "cvdm_mae_rad_absolute": float(np.mean(phase_mae(mean, phase, alignment="min"))),
         "mean_std_rad": float(np.mean(std)),
         "std_error_spearman": scores["std_error_spearman"],
         "per_image": [

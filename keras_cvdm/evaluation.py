@@ -1,57 +1,52 @@
-"""Held-out evaluation of trained models against the classical baselines.
+"""Held-out evaluation protocols of trained models against the classical baselines.
 
-Used by the preset training scripts (the numbers stored in `metadata.json`) and by the
-benchmarks. Metrics come from maintained libraries (scikit-image, SciPy; the `metrics`
-extra).
+Used by the preset training scripts (the numbers stored in each preset's
+`metadata.json`), by `benchmarks/preset_quality.py` and by the `keras-cvdm demo`
+command. Every score comes from `keras_cvdm.metrics`.
 """
 
 import numpy as np
 
-from keras_cvdm import qpi
-from keras_cvdm.data import datasets
-from keras_cvdm.physics import phase_mae, tie_phase, tune_tie_regularization
-
-SR_TEST_SEED = 20_000
-
-
-def _metrics_libraries():
-    try:
-        from scipy import stats
-        from skimage import metrics
-    except ImportError as error:
-        raise ImportError(
-            "Evaluation needs scikit-image and SciPy: pip install 'keras-cvdm[metrics]'."
-        ) from error
-    return metrics, stats
-
-
-def spearman(a, b):
-    """Spearman rank correlation of two arrays (flattened)."""
-    _, stats = _metrics_libraries()
-    return float(stats.spearmanr(np.ravel(a), np.ravel(b)).statistic)
+from keras_cvdm import metrics, qpi
+from keras_cvdm.data import qpi_test_set, sr_test_set
+from keras_cvdm.physics import tie_phase, tune_tie_regularization
 
 
 def score_qpi(mean, std, i_minus, i_plus, phase):
     """Score a phase estimate against the truth and against TIE tuned on the same images.
 
+    TIE's regularisation is tuned on these very images (`tune_tie_regularization`), the
+    strongest version of the baseline.
+
     Args:
-        mean, std: the model's phase estimate and its per-pixel std, `(N, H, W)` radians.
-        i_minus, i_plus, phase: the defocused intensities and the true phase, `(N, H, W)`.
+        mean (np.ndarray): the model's phase estimate, `(N, H, W)` radians.
+        std (np.ndarray): its per-pixel std, `(N, H, W)` radians.
+        i_minus (np.ndarray): intensities at `-dz`, `(N, H, W)`.
+        i_plus (np.ndarray): intensities at `+dz`, `(N, H, W)`.
+        phase (np.ndarray): the true phase, `(N, H, W)` radians.
 
     Returns:
-        A dict: per-image mean-aligned MAE of the estimate (`cvdm_mae`) and of TIE
-        (`tie_mae`), the TIE estimate (`tie`) and its regularisation (`tie_regularization`),
-        and the Spearman correlation of `std` with the aligned absolute error.
+        dict: `cvdm_mae` and `tie_mae` (per-image mean-aligned phase MAE, `(N,)`), `tie`
+        (the TIE estimate, `(N, H, W)`), `tie_regularization` (float) and
+        `std_error_spearman` (float: ρ of `std` with the mean-aligned absolute error).
+
+    Examples:
+        >>> from keras_cvdm.data import qpi_test_set
+        >>> i_minus, i_plus, phase = qpi_test_set(2, 32, noise_std=0.05)
+        >>> noise = 0.1 * np.random.default_rng(0).standard_normal(phase.shape)
+        >>> scores = score_qpi(phase + noise, np.abs(noise), i_minus, i_plus, phase)
+        >>> scores["cvdm_mae"].shape, bool(scores["std_error_spearman"] > 0.9)
+        ((2,), True)
     """
     eps, _ = tune_tie_regularization(i_minus, i_plus, phase)
     tie = tie_phase(i_minus, i_plus, regularization=eps)
     aligned = mean - np.mean(mean - phase, axis=(1, 2), keepdims=True)
     return {
-        "cvdm_mae": phase_mae(mean, phase),
-        "tie_mae": phase_mae(tie, phase),
+        "cvdm_mae": metrics.phase_mae(mean, phase),
+        "tie_mae": metrics.phase_mae(tie, phase),
         "tie": tie,
         "tie_regularization": float(eps),
-        "std_error_spearman": spearman(std, np.abs(aligned - phase)),
+        "std_error_spearman": metrics.spearman(std, np.abs(aligned - phase)),
     }
 
 
@@ -59,13 +54,34 @@ def evaluate_qpi(model, num_images=16, image_size=128, noise_levels=(0.05, 0.1),
                  num_samples=8, seed=0, **sampling):
     """Phase MAE (rad) of `model` and of the oracle-tuned TIE on the QPI test set.
 
-    Returns `{str(noise): {...}}` with the mean-aligned and absolute (min at 0) MAE of
-    both, the Spearman correlation of the model's std with its absolute error, and under
-    `"by_kind"` the aligned MAE of both for each phantom kind in the set.
+    Args:
+        model (keras_cvdm.CVDM): a QPI model with preset metadata (e.g.
+            `keras_cvdm.from_preset("qpi")`).
+        num_images (int): test images per noise level (`keras_cvdm.data.qpi_test_set`,
+            its fixed seed).
+        image_size (int): their side.
+        noise_levels (Sequence[float]): relative intensity-noise stds.
+        num_samples (int): posterior samples per image.
+        seed (int): sampling seed.
+        **sampling: passed to `keras_cvdm.qpi.reconstruct` (`num_steps`, `sampler`).
+
+    Returns:
+        dict: `{str(noise): scores}` with the mean-aligned and absolute (minimum at 0)
+        MAE of both methods, TIE's regularisation, the Spearman ρ of the model's std
+        with its absolute error, the mean std, and under `"by_kind"` the aligned MAE of
+        both methods per phantom kind.
+
+    Examples:
+        >>> import keras_cvdm
+        >>> model = keras_cvdm.from_preset("qpi")
+        >>> result = evaluate_qpi(model, num_images=2, image_size=32, noise_levels=(0.05,),
+        ...                       num_samples=2, num_steps=2)
+        >>> sorted(result), result["0.05"]["num_images"]
+        (['0.05'], 2)
     """
     results = {}
     for noise in noise_levels:
-        i_minus, i_plus, phase, kinds = datasets.qpi_test_set(
+        i_minus, i_plus, phase, kinds = qpi_test_set(
             num_images, image_size, noise, return_kinds=True
         )
         mean, std = qpi.reconstruct(model, i_minus, i_plus, num_samples, seed, **sampling)
@@ -80,13 +96,17 @@ def evaluate_qpi(model, num_images=16, image_size=128, noise_levels=(0.05, 0.1),
             }
             for kind in sorted(set(kinds.tolist()))
         }
+        absolute = {
+            name: float(np.mean(metrics.phase_mae(estimate, phase, alignment="min")))
+            for name, estimate in (("cvdm", mean), ("tie", scores["tie"]))
+        }
         results[str(noise)] = {
             "num_images": num_images,
             "image_size": image_size,
             "cvdm_mae_aligned": float(np.mean(cvdm_mae)),
-            "cvdm_mae_absolute": float(np.mean(phase_mae(mean, phase, alignment="min"))),
+            "cvdm_mae_absolute": absolute["cvdm"],
             "tie_mae_aligned": float(np.mean(tie_mae)),
-            "tie_mae_absolute": float(np.mean(phase_mae(scores["tie"], phase, alignment="min"))),
+            "tie_mae_absolute": absolute["tie"],
             "tie_regularization": scores["tie_regularization"],
             "std_error_spearman": scores["std_error_spearman"],
             "mean_std_rad": float(np.mean(std)),
@@ -95,38 +115,33 @@ def evaluate_qpi(model, num_images=16, image_size=128, noise_levels=(0.05, 0.1),
     return results
 
 
-def sr_test_set(num_images=16, image_size=128, seed=SR_TEST_SEED, **kwargs):
-    """Held-out SR pairs `(x, y)`, `(N, H, W)` each: normalised up-sampled inputs, targets."""
-    ds = datasets.sr_dataset(
-        batch_size=num_images, image_size=image_size, num_batches=1, seed=seed,
-        augment=False, **kwargs,
-    )
-    x, y = ds[0]
-    return x[..., 0], y[..., 0]
-
-
-def affine_fit(image, target):
-    """`(a·image + b, a)`: the affine map of `image` closest to `target` in least squares
-    (fair to any intensity scale), and its slope (to rescale an uncertainty with it)."""
-    design = np.stack([np.ravel(image), np.ones(image.size)], axis=1)
-    coef, *_ = np.linalg.lstsq(design, np.ravel(target), rcond=None)
-    return coef[0] * image + coef[1], float(coef[0])
-
-
-def image_scores(estimate, target):
-    """PSNR and SSIM of `estimate` against `target` (both in the target's [-1, 1] units)."""
-    metrics, _ = _metrics_libraries()
-    return {
-        "psnr": float(metrics.peak_signal_noise_ratio(target, estimate, data_range=2.0)),
-        "ssim": float(metrics.structural_similarity(target, estimate, data_range=2.0)),
-    }
-
-
 def evaluate_sr(model, num_images=16, image_size=128, num_samples=8, seed=0, **sampling):
-    """PSNR/SSIM of `model` and of the up-sampled input on held-out SR data.
+    """PSNR and SSIM of `model` and of the up-sampled input on held-out SR pairs.
 
-    Both estimates get a per-image least-squares affine fit to the target before
-    scoring, so the up-sampled input is not penalised for its intensity scale.
+    Both estimates get a per-image least-squares affine fit to the target
+    (`metrics.affine_fit`) before scoring, so the up-sampled input is not penalised for
+    its intensity scale; scores are in the target's `[-1, 1]` units (data range 2).
+
+    Args:
+        model (keras_cvdm.CVDM): an SR model (e.g. `keras_cvdm.from_preset("sr-microscopy")`).
+        num_images (int): test pairs (`keras_cvdm.data.sr_test_set`, its fixed seed).
+        image_size (int): their side.
+        num_samples (int): posterior samples per image.
+        seed (int): sampling seed.
+        **sampling: passed to `CVDM.predict_uncertainty` (default DDIM with 20 steps).
+
+    Returns:
+        dict: `num_images`, `image_size`, `cvdm_psnr`, `cvdm_ssim`, `upsampled_psnr`,
+        `upsampled_ssim` (means over images) and `std_error_spearman` (ρ of the model's
+        std with its absolute error).
+
+    Examples:
+        >>> import keras_cvdm
+        >>> model = keras_cvdm.from_preset("sr-microscopy")
+        >>> result = evaluate_sr(model, num_images=2, image_size=32, num_samples=2,
+        ...                      num_steps=2)
+        >>> sorted(k for k in result if k.endswith("ssim"))
+        ['cvdm_ssim', 'upsampled_ssim']
     """
     x, y = sr_test_set(num_images, image_size)
     mean, std = model.predict_uncertainty(
@@ -134,13 +149,10 @@ def evaluate_sr(model, num_images=16, image_size=128, num_samples=8, seed=0, **s
         **{"num_steps": 20, "sampler": "ddim", **sampling},
     )
     mean = mean[..., 0]
-    scores = {"cvdm": [], "upsampled": []}
-    for m, xi, yi in zip(mean, x, y):
-        scores["cvdm"].append(image_scores(affine_fit(m, yi)[0], yi))
-        scores["upsampled"].append(image_scores(affine_fit(xi, yi)[0], yi))
     out = {"num_images": num_images, "image_size": image_size}
-    for method, rows in scores.items():
-        for key in ("psnr", "ssim"):
-            out[f"{method}_{key}"] = float(np.mean([r[key] for r in rows]))
-    out["std_error_spearman"] = spearman(std[..., 0], np.abs(mean - y))
+    for method, estimate in (("cvdm", mean), ("upsampled", x)):
+        fitted = np.stack([metrics.affine_fit(e, t)[0] for e, t in zip(estimate, y)])
+        out[f"{method}_psnr"] = float(np.mean(metrics.psnr(fitted, y, data_range=2.0)))
+        out[f"{method}_ssim"] = float(np.mean(metrics.ssim(fitted, y, data_range=2.0)))
+    out["std_error_spearman"] = metrics.spearman(std[..., 0], np.abs(mean - y))
     return out

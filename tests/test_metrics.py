@@ -1,6 +1,8 @@
+import sys
+from statistics import NormalDist
+
 import numpy as np
 import pytest
-from skimage import metrics as skm
 
 from keras_cvdm import metrics
 
@@ -16,6 +18,7 @@ def pair(n=3, size=64, channels=None, noise=0.1, seed=0):
 
 
 def test_mae_and_psnr_against_closed_forms_and_scikit_image():
+    skm = pytest.importorskip("skimage.metrics")
     a, b = pair()
     np.testing.assert_allclose(metrics.mae(a, b), np.mean(np.abs(a - b), axis=(1, 2)), rtol=1e-5)
     expected = [skm.peak_signal_noise_ratio(y, x, data_range=1.0) for x, y in zip(a, b)]
@@ -24,6 +27,7 @@ def test_mae_and_psnr_against_closed_forms_and_scikit_image():
 
 
 def test_ssim_matches_scikit_image_gaussian_settings():
+    skm = pytest.importorskip("skimage.metrics")
     a, b = pair(channels=None)
     expected = [
         skm.structural_similarity(
@@ -65,3 +69,126 @@ def test_metric_errors_name_the_fix():
         metrics.mae(a[0, 0], b[0, 0])
     with pytest.raises(ValueError, match="scales <= 2"):
         metrics.ms_ssim(a, b, data_range=1.0, scales=4)
+
+
+# ---------------------------------------------------------------------------- SSIM window
+
+
+def test_single_scale_ms_ssim_is_the_keras_ssim():
+    # MS-SSIM's own window (imaging.gaussian_kernel) and Keras's SSIM are the same SSIM.
+    a, b = pair(size=48, noise=0.05)
+    np.testing.assert_allclose(
+        metrics.ms_ssim(a, b, data_range=1.0, scales=1),
+        np.maximum(metrics.ssim(a, b, data_range=1.0), 0.0), atol=1e-5,
+    )
+
+
+# ---------------------------------------------------------------------------- phase error
+
+
+def test_phase_mae_ignores_a_constant_offset_only_when_aligning():
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(0.0, 3.0, size=(4, 16, 16))
+    truth -= truth.min(axis=(1, 2), keepdims=True)  # minimum at 0 rad, the convention
+    error = 0.05 * rng.standard_normal(truth.shape)
+    base = metrics.phase_mae(truth + error, truth)
+    for offset in (-2.0, 0.3, 7.5):
+        np.testing.assert_allclose(metrics.phase_mae(truth + error + offset, truth), base,
+                                   atol=1e-6)
+        np.testing.assert_allclose(metrics.phase_mae(truth + offset, truth, "none"),
+                                   abs(offset), atol=1e-6)
+        np.testing.assert_allclose(metrics.phase_mae(truth + offset, truth, "min"), 0.0,
+                                   atol=1e-6)
+    # Per image over the last two axes, float32, any leading shape.
+    assert metrics.phase_mae(truth.reshape(2, 2, 16, 16), truth.reshape(2, 2, 16, 16)).shape \
+        == (2, 2)
+    assert base.dtype == np.float32
+    with pytest.raises(ValueError, match="'mean', 'min' or 'none'"):
+        metrics.phase_mae(truth, truth, "median")
+
+
+# ---------------------------------------------------------------------------- affine fit
+
+
+def test_affine_fit_recovers_a_known_map_and_satisfies_the_normal_equations():
+    rng = np.random.default_rng(4)
+    image = rng.normal(size=(24, 24))
+    fitted, slope = metrics.affine_fit(image, -1.75 * image + 0.4)
+    assert slope == pytest.approx(-1.75, abs=1e-12)
+    np.testing.assert_allclose(fitted, -1.75 * image + 0.4, atol=1e-12)
+    # With noise, the residual is orthogonal to the image and to the constant.
+    target = 2.0 * image + 1.0 + rng.normal(size=image.shape)
+    fitted, _ = metrics.affine_fit(image, target)
+    residual = target - fitted
+    assert abs(np.sum(residual)) < 1e-8 and abs(np.sum(residual * image)) < 1e-8
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.affine_fit(image, target[:4])
+
+
+# ---------------------------------------------------------------------------- uncertainty
+
+
+def gaussian_errors(std_scale=1.0, seed=5):
+    """Truth, an estimate with N(0, std²) errors, and `std_scale × std` as the reported std."""
+    rng = np.random.default_rng(seed)
+    std = rng.uniform(0.1, 2.0, size=(8, 64, 64))
+    truth = rng.normal(size=std.shape)
+    return truth + std * rng.standard_normal(std.shape), std_scale * std, truth
+
+
+def test_coverage_of_gaussian_errors_matches_the_normal_probabilities():
+    estimate, std, truth = gaussian_errors()
+    assert metrics.coverage(estimate, std, truth) == pytest.approx(0.9545, abs=0.005)
+    assert metrics.coverage(estimate, std, truth, k=1) == pytest.approx(0.6827, abs=0.008)
+    # An over-confident std (half the true one): ±2σ covers only ±1 true σ.
+    estimate, std, truth = gaussian_errors(std_scale=0.5)
+    assert metrics.coverage(estimate, std, truth) == pytest.approx(0.6827, abs=0.008)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.coverage(estimate, std[:2], truth)
+
+
+def test_calibration_curve_is_the_diagonal_for_calibrated_errors_and_below_it_otherwise():
+    estimate, std, truth = gaussian_errors()
+    levels = metrics.CALIBRATION_LEVELS
+    np.testing.assert_allclose(metrics.calibration_curve(estimate, std, truth), levels,
+                               atol=0.01)
+    # Reported std = c × true std: coverage at level p is 2Φ(c·z_p) − 1, z_p = Φ⁻¹((1+p)/2).
+    normal = NormalDist()
+    scale = 0.6
+    expected = [2 * normal.cdf(scale * normal.inv_cdf((1 + p) / 2)) - 1 for p in levels]
+    estimate, std, truth = gaussian_errors(std_scale=scale)
+    np.testing.assert_allclose(metrics.calibration_curve(estimate, std, truth), expected,
+                               atol=0.01)
+
+
+def test_mean_and_std_use_the_unbiased_sample_std():
+    samples = np.random.default_rng(6).normal(size=(3, 4, 5, 5))
+    mean, std = metrics.mean_and_std(samples, axis=1)
+    by_hand = np.sqrt(np.sum((samples - samples.mean(axis=1, keepdims=True)) ** 2, axis=1) / 3)
+    np.testing.assert_allclose(mean, samples.mean(axis=1))
+    np.testing.assert_allclose(std, by_hand)
+    assert metrics.UNCERTAINTY_DDOF == 1
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        metrics.mean_and_std(samples[:, :1], axis=1)
+
+
+def test_spearman_matches_scipy_and_ranks_and_is_invariant_to_monotone_maps():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(4, 16, 16))
+    b = a + rng.normal(size=a.shape)
+    rho = metrics.spearman(a, b)
+    assert rho == pytest.approx(stats.spearmanr(a.ravel(), b.ravel()).statistic, abs=1e-12)
+    # Without ties, Spearman's ρ is Pearson's correlation of the ranks.
+    ranks = [np.argsort(np.argsort(v.ravel())) for v in (a, b)]
+    assert rho == pytest.approx(np.corrcoef(*ranks)[0, 1], abs=1e-12)
+    assert metrics.spearman(np.exp(a), b**3) == pytest.approx(rho, abs=1e-12)
+    assert metrics.spearman(a, -b) == pytest.approx(-rho, abs=1e-12)
+    with pytest.raises(ValueError, match="differ in size"):
+        metrics.spearman(a, b[:2])
+
+
+def test_spearman_without_scipy_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    with pytest.raises(ImportError, match=r"keras-cvdm\[metrics\]"):
+        metrics.spearman(np.arange(3.0), np.arange(3.0))
