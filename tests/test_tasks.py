@@ -135,7 +135,6 @@ def test_sr_reconstruct_doubles_the_grid_and_is_affine_equivariant(sr_model):
 
 def test_evaluate_qpi_breaks_the_mae_down_by_phantom_kind(qpi_model):
     pytest.importorskip("scipy")
-    pytest.importorskip("skimage")
     from keras_cvdm import data as datasets
     from keras_cvdm.evaluation import evaluate_qpi
     from keras_cvdm.metrics import phase_mae

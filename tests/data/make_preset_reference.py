@@ -14,8 +14,7 @@ import os
 import numpy as np
 
 import keras_cvdm
-from keras_cvdm.data import qpi_test_set
-from keras_cvdm.evaluation import sr_test_set
+from keras_cvdm.data import qpi_test_set, sr_test_set
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PATH = os.path.join(HERE, "preset_reference.npz")
