@@ -107,7 +107,21 @@ def _demo(args):
     print(f"figure: {figure}\nmetrics: {metrics_path}")
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
+    """The `keras-cvdm` command.
+
+    Args:
+        argv: the arguments after the program name (default: `sys.argv[1:]`).
+
+    Returns:
+        None; `keras-cvdm demo` writes its figure and metrics under `--output`.
+
+    Examples:
+        >>> main(["demo", "--help"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        SystemExit: 0
+    """
     parser = argparse.ArgumentParser(prog="keras-cvdm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
