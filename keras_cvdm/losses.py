@@ -1,7 +1,7 @@
 """The terms of the CVDM training loss, as functions of tensors (`keras.ops` only).
 
 For one example with `t ~ U(0, 1)` and fresh noise ε (della Maggiora et al., ICLR 2024,
-eqs. 10–13; DESIGN.md §1):
+eqs. 10–13; the derivation is in `docs/architecture.md`):
 
     L = w_ε ‖ε − ε̂‖² + w_β L_β + w_prior L_prior + w_γ α L_γ
 
@@ -88,7 +88,22 @@ def cvdm_loss_terms(eps, eps_hat, y, terms_t, gamma_t0, gamma_t1, order=1):
 
 def weighted_total(terms, noise_weight=1.0, beta_weight=2.0, prior_weight=2.0, gamma_weight=2.0,
                    alpha=1e-3):
-    """`w_ε L_ε + w_β L_β + w_prior L_prior + w_γ α L_γ` (defaults: the reference's 1, 2, 2, 2)."""
+    """`w_ε L_ε + w_β L_β + w_prior L_prior + w_γ α L_γ` (defaults: the reference's 1, 2, 2, 2).
+
+    Args:
+        terms (dict): `noise_loss`, `beta_loss`, `prior_loss` and `gamma_loss`, as from
+            `cvdm_loss_terms`.
+        noise_weight, beta_weight, prior_weight, gamma_weight (float): the weights.
+        alpha (float): the extra factor of `L_γ`.
+
+    Returns:
+        The weighted sum (a scalar of the terms' type).
+
+    Examples:
+    >>> terms = {"noise_loss": 1.0, "beta_loss": 0.5, "prior_loss": 0.25, "gamma_loss": 100.0}
+    >>> round(weighted_total(terms), 6)
+    2.7
+    """
     return (
         noise_weight * terms["noise_loss"]
         + beta_weight * terms["beta_loss"]

@@ -11,7 +11,8 @@ learned schedule has a per-pixel `λ(x)` from a schedule network and monotone ne
 - `schedule_map(x)`: `λ(x)`, computed once per input;
 - `terms(t, lam)`: γ, β, ∂tγ and ∂t²γ at times `t` (one per example), in closed form.
 
-Schedule arithmetic runs in float32 whatever the global dtype policy.
+Schedule arithmetic runs in float32 whatever the global dtype policy. The derivation of
+the closed forms is in `docs/architecture.md`.
 """
 
 import math
@@ -25,19 +26,59 @@ from keras_cvdm.numerics import clip_gamma
 
 LAMBDA_FLOOR = 1e-3
 
+
+def _increasing(owner, low_name, low, high_name, high, floor=None):
+    """`(low, high)` as floats, after checking `floor <= low < high`."""
+    if not (floor is None or floor <= low) or not low < high:
+        bound = "" if floor is None else f"{floor:g} <= "
+        raise ValueError(
+            f"{owner} needs {bound}{low_name} < {high_name}, got {low_name}={low}, "
+            f"{high_name}={high}."
+        )
+    return float(low), float(high)
+
+
+def _check_learned_options(coupling, initial_lambda, min_lambda):
+    if coupling not in ("ode", "exact"):
+        raise ValueError(f"coupling must be 'ode' or 'exact', got {coupling!r}.")
+    if min_lambda < LAMBDA_FLOOR:
+        raise ValueError(
+            f"min_lambda must be at least {LAMBDA_FLOOR} (every pixel must be noised), "
+            f"got {min_lambda}."
+        )
+    if initial_lambda <= min_lambda + 10 * LAMBDA_FLOOR:
+        raise ValueError(
+            f"initial_lambda must be above min_lambda + 0.01 = {min_lambda + 0.01:g}, got "
+            f"{initial_lambda}; raise initial_lambda or lower min_lambda."
+        )
+
+
 class Schedule(keras.layers.Layer):
     """Base class of the schedules: `γ(t, x) = exp(−λ(x) Φ(t))`, `β = λ τ(t)`.
 
     Subclasses implement `time_terms(t) -> (Φ, Φ', Φ'', τ)` and, when γ depends on the
-    condition, `schedule_map(x) -> λ(x)`.
+    condition, `schedule_map(x) -> λ(x)`. A schedule computes in float32 unless a dtype
+    is given.
+
+    Args:
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
         t: times, shape `(B,)`.
         x: condition images `(B, H, W, C)`.
 
-    Returns (from `call` and `terms`):
-        A dict with `gamma` (clipped to `[1e-6, 1 − 1e-5]`), `beta`, `dgamma` (∂tγ),
-        `d2gamma` (∂t²γ), each broadcastable to `(B, H, W, target_channels)`.
+    Returns:
+        A dict (from `call` and `terms`) with `gamma` (clipped to `[1e-6, 1 − 1e-5]`),
+        `beta`, `dgamma` (∂tγ) and `d2gamma` (∂t²γ), each broadcastable to
+        `(B, H, W, target_channels)`.
+
+    Examples:
+    >>> class Exponential(Schedule):  # Φ(t) = 5t, τ = Φ' = 5
+    ...     def time_terms(self, t):
+    ...         return 5.0 * t, 5.0 + 0.0 * t, 0.0 * t, 5.0 + 0.0 * t
+    >>> out = Exponential()(keras.ops.array([0.2]), keras.ops.zeros((1, 4, 4, 1)))
+    >>> round(float(out["gamma"][0, 0, 0, 0]), 5), float(out["beta"][0, 0, 0, 0])
+    (0.36788, 5.0)
     """
 
     def __init__(self, **kwargs):
@@ -46,6 +87,8 @@ class Schedule(keras.layers.Layer):
 
     #: whether γ depends on the condition x.
     conditional = False
+    #: the constructor options, saved in the config from the attributes of the same name.
+    config_keys = ()
 
     def build(self, t_shape=None, x_shape=None):
         """Fixed schedules have no weights; `x_shape` is the condition's shape."""
@@ -81,6 +124,11 @@ class Schedule(keras.layers.Layer):
     def call(self, t, x):
         return self.terms(t, self.schedule_map(x))
 
+    def get_config(self):
+        config = super().get_config()
+        config.update({key: getattr(self, key) for key in self.config_keys})
+        return config
+
 
 @keras.saving.register_keras_serializable(package="keras_cvdm")
 class LinearSchedule(Schedule):
@@ -90,27 +138,36 @@ class LinearSchedule(Schedule):
     `γ(t) = exp(−Φ(t))`, independent of the condition.
 
     Args:
-        beta_min: `β₀`, the noise rate at `t = 0`.
-        beta_max: `β₁`, the noise rate at `t = 1`; `γ(1) = exp(−(β₀ + β₁)/2)`.
+        beta_min (float): `β₀ ≥ 0`, the noise rate at `t = 0`.
+        beta_max (float): `β₁ > β₀`, the noise rate at `t = 1`; `γ(1) = exp(−(β₀ + β₁)/2)`.
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        t: times `(B,)`.
+        x: condition images `(B, H, W, C)`; only their number matters.
+
+    Returns:
+        The dict of `Schedule.terms`; every entry is `(B, 1, 1, 1)`, the same for all
+        pixels.
 
     Examples:
     >>> s = LinearSchedule(beta_min=0.1, beta_max=20.0)
     >>> out = s(keras.ops.array([0.0, 0.5, 1.0]), keras.ops.zeros((3, 8, 8, 1)))
+    >>> round(float(out["gamma"][2, 0, 0, 0] / math.exp(-10.05)), 4)
+    1.0
 
     References:
         Ho et al., "Denoising Diffusion Probabilistic Models", NeurIPS 2020.
         Song et al., "Score-Based Generative Modeling through SDEs", ICLR 2021.
     """
 
+    config_keys = ("beta_min", "beta_max")
+
     def __init__(self, beta_min=0.1, beta_max=20.0, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= beta_min < beta_max:
-            raise ValueError(
-                f"LinearSchedule needs 0 <= beta_min < beta_max, got beta_min={beta_min}, "
-                f"beta_max={beta_max}."
-            )
-        self.beta_min = float(beta_min)
-        self.beta_max = float(beta_max)
+        self.beta_min, self.beta_max = _increasing(
+            "LinearSchedule", "beta_min", beta_min, "beta_max", beta_max, floor=0.0
+        )
 
     def time_terms(self, t):
         slope = self.beta_max - self.beta_min
@@ -118,11 +175,6 @@ class LinearSchedule(Schedule):
         phi = self.beta_min * t + 0.5 * slope * ops.square(t)
         d2phi = ops.full_like(t, slope)
         return phi, dphi, d2phi, dphi
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"beta_min": self.beta_min, "beta_max": self.beta_max})
-        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_cvdm")
@@ -135,21 +187,34 @@ class CosineSchedule(Schedule):
     user tunes).
 
     Args:
-        logsnr_min: log-SNR at `t = 1` (more negative: noisier end).
-        logsnr_max: log-SNR at `t = 0`.
+        logsnr_min (float): log-SNR at `t = 1` (more negative: noisier end).
+        logsnr_max (float): log-SNR at `t = 0` (before the normalisation `γ(0) = 1`).
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        t, x: as for `LinearSchedule` (times `(B,)`; of `x` only the batch size is used).
+
+    Returns:
+        γ, β, ∂tγ, ∂t²γ as for `LinearSchedule`, each `(B, 1, 1, 1)`.
+
+    Examples:
+    >>> s = CosineSchedule(logsnr_min=-10.0, logsnr_max=10.0)
+    >>> out = s(keras.ops.array([0.0, 1.0]), keras.ops.zeros((2, 8, 8, 1)))
+    >>> gamma_1 = float(out["gamma"][1, 0, 0, 0])  # sigmoid(−10) / sigmoid(10)
+    >>> round(gamma_1 * (1 + math.exp(10.0)) * (1 + math.exp(-10.0)), 3)
+    1.0
 
     References:
         Nichol & Dhariwal, "Improved Denoising Diffusion Probabilistic Models", ICML 2021.
     """
 
+    config_keys = ("logsnr_min", "logsnr_max")
+
     def __init__(self, logsnr_min=-10.0, logsnr_max=10.0, **kwargs):
         super().__init__(**kwargs)
-        if not logsnr_min < logsnr_max:
-            raise ValueError(
-                f"CosineSchedule needs logsnr_min < logsnr_max, got {logsnr_min} >= {logsnr_max}."
-            )
-        self.logsnr_min = float(logsnr_min)
-        self.logsnr_max = float(logsnr_max)
+        self.logsnr_min, self.logsnr_max = _increasing(
+            "CosineSchedule", "logsnr_min", logsnr_min, "logsnr_max", logsnr_max
+        )
         self._b = math.atan(math.exp(-0.5 * self.logsnr_max))
         self._a = math.atan(math.exp(-0.5 * self.logsnr_min)) - self._b
 
@@ -161,11 +226,6 @@ class CosineSchedule(Schedule):
         dphi = 2.0 * a * tan_u
         d2phi = 2.0 * a * a * (1.0 + ops.square(tan_u))
         return phi, dphi, d2phi, dphi
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"logsnr_min": self.logsnr_min, "logsnr_max": self.logsnr_max})
-        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_cvdm")
@@ -180,27 +240,37 @@ class LearnedSchedule(Schedule):
     construction); with `coupling="exact"` one network gives both, `τ = Φ'`.
 
     Args:
-        target_channels: channels of `y` (λ has one map per output channel).
-        filters: width of the schedule network `g`.
-        depth: hidden convolutions of `g`.
-        hidden_units: width of the monotone time networks.
-        initial_lambda: the initial value of λ everywhere (so the initial
+        target_channels (int): channels of `y` (λ has one map per output channel).
+        filters (int): width of the schedule network `g` (a `ConvNet`).
+        depth (int): hidden convolutions of `g`.
+        hidden_units (int): width of the monotone time networks (`MonotoneTime`).
+        initial_lambda (float): the initial value of λ everywhere (so the initial
             `γ(1, x) = exp(−initial_lambda)`; 10 gives `γ(1) ≈ 4.5e-5`).
-        coupling: `"ode"` (two time networks tied by `L_β`, as in the paper) or
+        coupling (str): `"ode"` (two time networks tied by `L_β`, as in the paper) or
             `"exact"` (`τ = Φ'`, one network).
-        min_lambda: `λ_min`, the least log-SNR range a pixel may travel, so that
+        min_lambda (float): `λ_min`, the least log-SNR range a pixel may travel, so that
             `γ(1, x) ≤ exp(−min_lambda)` everywhere. The default 10⁻³ only keeps every
             pixel noised; a larger value (e.g. 7, `γ(1) ≤ 10⁻³`) holds the end of the
             forward process close to the pure noise the sampler starts from (at the CPU
             scale of `benchmarks/quality.py` this bought no accuracy and cost calibration).
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        t: times `(B,)`.
+        x: condition images `(B, H, W, C)`.
+
+    Returns:
+        The dict of `Schedule.terms`, each entry `(B, H, W, target_channels)`.
 
     Examples:
     >>> s = LearnedSchedule(target_channels=1, filters=8)
     >>> x = keras.ops.zeros((2, 16, 16, 2))
     >>> lam = s.schedule_map(x)               # once per input
     >>> out = s.terms(keras.ops.array([0.1, 0.7]), lam)
-    >>> out["gamma"].shape
+    >>> tuple(out["gamma"].shape)
     (2, 16, 16, 1)
+    >>> round(float(s.gamma(keras.ops.array([1.0, 1.0]), lam)[0, 0, 0, 0] * math.exp(10)), 3)
+    1.0
 
     References:
         della Maggiora et al., "Conditional Variational Diffusion Models", ICLR 2024
@@ -208,6 +278,8 @@ class LearnedSchedule(Schedule):
     """
 
     conditional = True
+    config_keys = ("target_channels", "filters", "depth", "hidden_units", "initial_lambda",
+                   "coupling", "min_lambda")
 
     def __init__(
         self,
@@ -221,25 +293,12 @@ class LearnedSchedule(Schedule):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if coupling not in ("ode", "exact"):
-            raise ValueError(f"coupling must be 'ode' or 'exact', got {coupling!r}.")
-        if min_lambda < LAMBDA_FLOOR:
-            raise ValueError(
-                f"min_lambda must be at least {LAMBDA_FLOOR} (every pixel must be noised), "
-                f"got {min_lambda}."
-            )
-        if initial_lambda <= min_lambda + 10 * LAMBDA_FLOOR:
-            raise ValueError(
-                f"initial_lambda must be above min_lambda + 0.01 = {min_lambda + 0.01:g}, got "
-                f"{initial_lambda}; raise initial_lambda or lower min_lambda."
-            )
+        _check_learned_options(coupling, initial_lambda, min_lambda)
         self.target_channels = int(target_channels)
-        self.filters = int(filters)
-        self.depth = int(depth)
+        self.filters, self.depth = int(filters), int(depth)
         self.hidden_units = int(hidden_units)
-        self.initial_lambda = float(initial_lambda)
         self.coupling = coupling
-        self.min_lambda = float(min_lambda)
+        self.initial_lambda, self.min_lambda = float(initial_lambda), float(min_lambda)
         # softplus⁻¹(initial_lambda − λ_min): the output bias that makes λ start at
         # initial_lambda.
         start = self.initial_lambda - self.min_lambda
@@ -293,21 +352,6 @@ class LearnedSchedule(Schedule):
         phi, dphi, d2phi = self.phi_network(t)
         tau = dphi if self.tau_network is None else self.tau_network(t)[1]
         return phi, dphi, d2phi, tau
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "target_channels": self.target_channels,
-                "filters": self.filters,
-                "depth": self.depth,
-                "hidden_units": self.hidden_units,
-                "initial_lambda": self.initial_lambda,
-                "coupling": self.coupling,
-                "min_lambda": self.min_lambda,
-            }
-        )
-        return config
 
 
 def get(identifier, target_channels=1):

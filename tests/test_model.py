@@ -50,26 +50,71 @@ def _input_sources(x, y):
     return sources
 
 
-def test_fit_accepts_arrays_pydataset_tf_data_and_dataloader():
-    x, y = conditional_task(n=16)
-    model = compile_fast(tiny_model(seed=1))
-    for name, data in _input_sources(x, y):
-        kwargs = {"batch_size": 8} if name == "numpy" else {"shuffle": False}
-        history = model.fit(*data, epochs=1, verbose=0, **kwargs).history
-        assert np.isfinite(history["loss"][-1]), name
-    logs = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
-    assert set(TERMS) <= set(logs) and all(np.isfinite(v) for v in logs.values())
+def _compile_few_steps(model, optimizer=None):
+    """Compile for a few steps: eager on TensorFlow, where tracing would cost more."""
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-3),
+                  run_eagerly=BACKEND == "tensorflow", jit_compile=BACKEND == "jax")
+    return model
 
 
-def test_validation_data_and_ema():
+def test_every_input_source_trains_like_numpy_arrays():
+    """The same batches through each kind of input `fit` accepts give the same step."""
     x, y = conditional_task(n=16)
-    model = compile_fast(tiny_model(seed=2), keras.optimizers.Adam(1e-3, use_ema=True))
+    model = _compile_few_steps(tiny_model(seed=1))
     model.build(x.shape)
-    before = [w.copy() for w in model.get_weights()]
-    history = model.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), verbose=0).history
-    assert "val_noise_loss" in history and np.all(np.isfinite(history["val_loss"]))
-    assert model.optimizer.use_ema
-    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+    model.optimizer.build(model.trainable_variables)
+    # Weights, seed-generator state and optimizer slots: restored before every source.
+    state = model.variables + model.optimizer.variables
+    start = [ops.convert_to_numpy(v) for v in state]
+    results = {}
+    for name, data in _input_sources(x, y):
+        for variable, value in zip(state, start):
+            variable.assign(value)
+        kwargs = {"batch_size": 8} if name == "numpy" else {}
+        history = model.fit(*data, epochs=1, verbose=0, shuffle=False, **kwargs).history
+        results[name] = (history["loss"][-1], [ops.convert_to_numpy(v) for v in state])
+    loss, weights = results.pop("numpy")
+    assert any(not np.allclose(a, b) for a, b in zip(start, weights))
+    for name, (other_loss, other_weights) in results.items():
+        assert other_loss == pytest.approx(loss, rel=1e-6), name
+        for a, b in zip(weights, other_weights):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7, err_msg=name)
+    # The reported loss is the weighted sum of the reported terms (defaults 1, 2, 2, 2·α).
+    logs = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    expected = (logs["noise_loss"] + 2 * logs["beta_loss"] + 2 * logs["prior_loss"]
+                + 2e-3 * logs["gamma_loss"])
+    assert logs["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+class _RecordWeights(keras.callbacks.Callback):
+    """The raw trainable weights after each epoch (one step each here)."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.steps.append([ops.convert_to_numpy(v) for v in self.model.trainable_variables])
+
+
+def test_ema_weights_are_the_moving_average_of_the_trained_ones():
+    x, y = conditional_task(n=8)
+    momentum = 0.6
+    optimizer = keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=momentum)
+    model = _compile_few_steps(tiny_model(seed=2), optimizer)
+    record = _RecordWeights()
+    history = model.fit(x, y, batch_size=8, epochs=3, validation_data=(x, y), verbose=0,
+                        callbacks=[record]).history
+    assert len(history["val_noise_loss"]) == 3 and np.all(np.isfinite(history["val_loss"]))
+    # The average starts at the first step's weights: a_1 = w_1, a_k = m a_(k-1) + (1 − m) w_k.
+    average = [w.astype("float64") for w in record.steps[0]]
+    for step in record.steps[1:]:
+        average = [momentum * a + (1 - momentum) * w for a, w in zip(average, step)]
+    final = [ops.convert_to_numpy(v) for v in model.trainable_variables]
+    for a, w in zip(average, final):
+        np.testing.assert_allclose(w, a, rtol=1e-5, atol=1e-7)
+    # The average is not the last step's weights, so the comparison above can fail.
+    assert any(not np.allclose(w, last, atol=1e-6) for w, last in zip(final, record.steps[-1]))
 
 
 def test_mixed_precision_keeps_schedule_in_float32():
@@ -127,6 +172,41 @@ def test_unet_mean_network_sees_the_whole_image():
         change = np.abs(ops.convert_to_numpy(net(far)) - ops.convert_to_numpy(net(x)))
         assert (change[0, -1, -1, 0] > 1e-6) == reaches
         assert change[0, 0, 0, 0] > 1e-6
+
+
+def test_spatial_attention_matches_a_numpy_computation():
+    from keras_cvdm.layers import SpatialAttention
+
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(2, 3, 4, 8)).astype("float32")
+    layer = SpatialAttention(groups=4)
+    layer.build(h.shape)
+    weights = {}
+    for v in (layer.qkv_kernel, layer.qkv_bias, layer.output_kernel, layer.output_bias):
+        weights[v.name] = rng.normal(scale=0.3, size=v.shape).astype("float32")
+        v.assign(weights[v.name])
+    got = ops.convert_to_numpy(layer(h))
+    # GroupNormalization (4 groups of 2 channels, ε = 1e-3, unit scale, zero offset).
+    grouped = h.reshape(2, 12, 4, 2).astype("float64")
+    mean = grouped.mean(axis=(1, 3), keepdims=True)
+    var = grouped.var(axis=(1, 3), keepdims=True)
+    normed = ((grouped - mean) / np.sqrt(var + 1e-3)).reshape(2, 12, 8)
+    q, k, v = np.split(normed @ weights["qkv_kernel"] + weights["qkv_bias"], 3, axis=-1)
+    logits = q @ k.transpose(0, 2, 1) / np.sqrt(8)
+    attention = np.exp(logits - logits.max(-1, keepdims=True))
+    attention /= attention.sum(-1, keepdims=True)
+    out = attention @ v @ weights["output_kernel"] + weights["output_bias"]
+    np.testing.assert_allclose(got, h + out.reshape(h.shape), rtol=1e-4, atol=1e-4)
+
+
+def test_every_block_of_an_attention_level_has_its_own_attention():
+    from keras_cvdm.layers import SpatialAttention, UNetDenoiser
+
+    net = UNetDenoiser(1, widths=(8, 16), blocks_per_level=2, attention_levels=(1,), groups=4)
+    layers = [layer for layer in net._flatten_layers() if isinstance(layer, SpatialAttention)]
+    assert len({id(layer) for layer in layers}) == 2 + 3  # after each block down and up
+    with pytest.raises(ValueError, match="attention_levels"):
+        UNetDenoiser(1, widths=(8, 16), attention_levels=(2,))
 
 
 def test_zero_mean_with_unet_mean_network_round_trip(tmp_path):

@@ -192,9 +192,38 @@ def test_compiled_sampler_sees_new_weights():
     assert not np.allclose(before, after)
 
 
-def test_clip_defaults_off_for_residual_targets():
-    model = tiny_model(seed=10, residual=True)
-    x = np.random.default_rng(3).normal(size=(1, 16, 16, 2)).astype("float32")
+class ConstantCleanDenoiser(keras.layers.Layer):
+    """The ε̂ whose implied clean sample is ŷ = (z_t − √(1 − γ) ε̂)/√γ = `value` everywhere."""
+
+    def __init__(self, value, **kwargs):
+        super().__init__(**kwargs)
+        self.value = float(value)
+
+    def call(self, inputs, training=None):
+        z, _, gamma = inputs
+        gamma = ops.broadcast_to(gamma, ops.shape(z))
+        return (z - ops.sqrt(gamma) * self.value) / ops.sqrt(1.0 - gamma)
+
+
+@pytest.mark.parametrize("target", ["plain", "residual", "zero_mean"])
+def test_clipping_of_the_predicted_clean_sample(target):
+    """ŷ = 3 in the diffused space: clipped to 1 by default for plain targets only."""
+    options = {"plain": {}, "residual": {"residual": True}, "zero_mean": {"zero_mean": True}}
+    model = CVDM(schedule=LinearSchedule(0.1, 20.0), denoiser=ConstantCleanDenoiser(3.0),
+                 target_scale=0.5, **options[target])
+    x = np.random.default_rng(3).uniform(-1, 1, size=(2, 8, 8, 2)).astype("float32")
     model.build(x.shape)
-    model.predict_samples(x, num_steps=2, sampler="ddim", seed=0, verbose=0)
-    assert (2, "ddim", False) in model._samplers
+    if target == "residual":
+        offset = x[..., :1]
+    elif target == "zero_mean":
+        offset = ops.convert_to_numpy(model.mean_network(x))
+    else:
+        offset = 0.0
+    kwargs = {"num_steps": 3, "sampler": "ddim", "seed": 0, "verbose": 0}
+    default = model.predict_samples(x, **kwargs)[:, 0]
+    clipped = model.predict_samples(x, clip=True, **kwargs)[:, 0]
+    unclipped = model.predict_samples(x, clip=False, **kwargs)[:, 0]
+    # Samples are target_scale · ŷ + offset, with ŷ clipped to [−1, 1] or not.
+    np.testing.assert_allclose(clipped, 0.5 * 1.0 + offset, atol=1e-4)
+    np.testing.assert_allclose(unclipped, 0.5 * 3.0 + offset, atol=1e-4)
+    np.testing.assert_array_equal(default, clipped if target == "plain" else unclipped)

@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_cvdm import CosineSchedule, LearnedSchedule, LinearSchedule
 from keras_cvdm.layers import MonotoneTime
-from keras_cvdm.numerics import GAMMA_MAX
+from keras_cvdm.numerics import GAMMA_MAX, GAMMA_MIN
 
 from .autodiff import grad_of_sum
 
@@ -94,7 +94,21 @@ def test_gamma_boundaries_monotone_and_beta_nonnegative(name, seed):
         [ops.convert_to_numpy(schedule.gamma(np.full((4,), t, "float32"), lam)) for t in grid]
     )
     assert np.all(gammas[0] >= GAMMA_MAX)  # γ(0, x) = 1 (stored clipped to 1 − 1e-5)
-    assert np.all((gammas > 0) & (gammas <= 1))
+    # γ(1, x) from each schedule's parameters alone: exp(−λ(x)) for the learned one
+    # (Φ(1) = 1), exp(−(β₀ + β₁)/2) for the linear one, and for the cosine one
+    # cos²(a + b)/cos²(b) = sigmoid(logsnr_min)/sigmoid(logsnr_max).
+    sigmoid = lambda v: 1.0 / (1.0 + np.exp(-v))
+    end = {
+        "learned": lambda: np.exp(-ops.convert_to_numpy(lam).astype("float64")),
+        "linear": lambda: np.exp(-(0.1 + 20.0) / 2.0),
+        "cosine": lambda: sigmoid(-10.0) / sigmoid(10.0),
+    }[name]()
+    end = np.broadcast_to(np.clip(end, GAMMA_MIN, GAMMA_MAX), gammas[-1].shape)
+    np.testing.assert_allclose(gammas[-1], end, rtol=5e-4)  # float32 cos near π/2
+    # `gamma` and `terms` agree (the sampler uses one, the loss the other).
+    for i in (0, 30, 77, 100):
+        from_terms = schedule.terms(np.full((4,), grid[i], "float32"), lam)["gamma"]
+        np.testing.assert_allclose(ops.convert_to_numpy(from_terms), gammas[i], rtol=1e-6)
     # Strictly decreasing until the clip floor of 1e-6 is reached.
     raw = np.stack(
         [

@@ -11,20 +11,26 @@ class ConvNet(keras.layers.Layer):
     and for the mean network `μ(x)` of zero-mean diffusion. It keeps the spatial size.
 
     Args:
-        output_channels: channels of the output map.
-        filters: width of the hidden convolutions.
-        depth: number of hidden convolutions.
-        output_bias: initial value of the output bias (the output kernel starts at zero,
-            so the initial output is this constant everywhere).
-        **kwargs: standard layer arguments.
+        output_channels (int): channels of the output map.
+        filters (int): width of the hidden convolutions.
+        depth (int): number of hidden convolutions (0 leaves only the projection).
+        output_bias (float): initial value of the output bias (the output kernel starts
+            at zero, so the initial output is this constant everywhere).
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
         x: condition image `(B, H, W, C)`.
 
+    Returns:
+        `(B, H, W, output_channels)`.
+
     Examples:
-    >>> g = ConvNet(output_channels=1, filters=8)
-    >>> g(keras.ops.zeros((2, 16, 16, 3))).shape
+    >>> g = ConvNet(output_channels=1, filters=8, output_bias=0.5)
+    >>> out = g(keras.ops.zeros((2, 16, 16, 3)))
+    >>> tuple(out.shape)
     (2, 16, 16, 1)
+    >>> float(keras.ops.max(keras.ops.abs(out - 0.5)))
+    0.0
     """
 
     def __init__(self, output_channels, filters=32, depth=2, output_bias=0.0, **kwargs):
@@ -60,7 +66,6 @@ class ConvNet(keras.layers.Layer):
         for layer in self.hidden:
             x = layer(x)
         return self.projection(x)
-
 
     def get_config(self):
         config = super().get_config()

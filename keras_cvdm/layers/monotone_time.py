@@ -20,9 +20,9 @@ class MonotoneTime(keras.layers.Layer):
     time derivatives never call a backend's autodiff.
 
     Args:
-        hidden_units: width `K` of the sigmoid layer.
-        **kwargs: standard layer arguments. The layer computes in float32 unless a
-            dtype is given, whatever the global mixed-precision policy.
+        hidden_units (int): width `K` of the sigmoid layer.
+        **kwargs: standard layer arguments (`name`, `dtype`, ...). The layer computes in
+            float32 unless a dtype is given, whatever the global mixed-precision policy.
 
     Call arguments:
         t: tensor of times in `[0, 1]`, any shape.
@@ -31,7 +31,12 @@ class MonotoneTime(keras.layers.Layer):
         A tuple `(Φ, Φ', Φ'')`, each with the shape of `t`.
 
     Examples:
-    >>> phi, dphi, d2phi = MonotoneTime(hidden_units=16)(keras.ops.linspace(0.0, 1.0, 5))
+    >>> layer = MonotoneTime(hidden_units=16)
+    >>> phi, dphi, d2phi = layer(keras.ops.linspace(0.0, 1.0, 5))
+    >>> [round(float(v), 6) for v in (phi[0], phi[-1])]
+    [0.0, 1.0]
+    >>> bool(keras.ops.all(dphi > 0))
+    True
 
     References:
         Kingma et al., "Variational Diffusion Models", NeurIPS 2021 (arXiv:2107.00630).

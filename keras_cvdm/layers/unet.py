@@ -3,9 +3,37 @@
 import math
 
 import keras
-from keras import ops
+import numpy as np
+from keras import ops, tree
 
 from keras_cvdm.numerics import clip_gamma
+
+
+def _arrays_to_tensors(inputs):
+    """Tensors for the arrays in `inputs`; floating arrays become float32.
+
+    The layers that keep γ in float32 skip Keras's conversion of the inputs to the compute
+    dtype, and with it the conversion of numpy inputs to tensors; this restores the latter.
+    """
+
+    def convert(value):
+        if ops.is_tensor(value) or isinstance(value, keras.KerasTensor):
+            return value
+        value = np.asarray(value)
+        return ops.convert_to_tensor(value.astype("float32") if value.dtype.kind == "f" else value)
+
+    return tree.map_structure(convert, inputs)
+
+
+def _check_groups(layer, channels, groups):
+    """Raise if GroupNormalization with `groups` cannot normalise `channels` channels."""
+    if channels is None:
+        raise ValueError(f"{layer}: the channel count of the input must be known to build it.")
+    if channels % groups:
+        raise ValueError(
+            f"{layer}: {channels} input channels are not divisible by groups={groups}; "
+            "choose widths that are multiples of the groups."
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_cvdm")
@@ -14,14 +42,24 @@ class GammaEmbedding(keras.layers.Layer):
 
     The log-SNR `log γ − log(1 − γ)` of each pixel and channel is expanded into sine and
     cosine features, then mixed by a 1×1 and a 3×3 convolution with swish. A uniform γ
-    (fixed schedules) gives a spatially constant embedding.
+    (fixed schedules) gives a spatially constant embedding. γ is read in float32 whatever
+    the dtype policy, so that values close to 1 stay distinct under mixed precision.
 
     Args:
-        embedding_dim: channels of the embedding map.
-        frequencies: number of sine/cosine frequencies per input channel.
+        embedding_dim (int): channels of the embedding map.
+        frequencies (int): number of sine/cosine frequencies per input channel.
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
         gamma: `(B, H, W, C)` map of γ in `(0, 1)`.
+
+    Returns:
+        The embedding, `(B, H, W, embedding_dim)`.
+
+    Examples:
+    >>> layer = GammaEmbedding(embedding_dim=8, frequencies=4)
+    >>> tuple(layer(keras.ops.full((2, 8, 8, 1), 0.5)).shape)
+    (2, 8, 8, 8)
     """
 
     def __init__(self, embedding_dim=32, frequencies=8, **kwargs):
@@ -37,6 +75,9 @@ class GammaEmbedding(keras.layers.Layer):
         self.spread = keras.layers.Conv2D(
             self.embedding_dim, 3, padding="same", activation="swish", dtype=policy
         )
+
+    def __call__(self, gamma, *args, **kwargs):
+        return super().__call__(_arrays_to_tensors(gamma), *args, **kwargs)
 
     def build(self, input_shape):
         features = tuple(input_shape[:-1]) + (2 * self.frequencies * input_shape[-1],)
@@ -57,7 +98,6 @@ class GammaEmbedding(keras.layers.Layer):
         features = ops.reshape(features, (shape[0], shape[1], shape[2], -1))
         return self.spread(self.mix(features))
 
-
     def get_config(self):
         config = super().get_config()
         config.update({"embedding_dim": self.embedding_dim, "frequencies": self.frequencies})
@@ -69,13 +109,26 @@ class ResidualBlock(keras.layers.Layer):
     """GroupNorm → swish → conv → (+ embedding) → GroupNorm → swish → dropout → conv, + skip.
 
     Args:
-        filters: output channels.
-        groups: groups of the GroupNormalization layers (must divide the channels).
-        dropout: dropout rate before the second convolution.
+        filters (int): output channels.
+        groups (int): groups of the GroupNormalization layers (must divide the input
+            channels and `filters`).
+        dropout (float): dropout rate before the second convolution.
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
         inputs: a pair `(h, embedding)`; `embedding` has the spatial size of `h` and is
             projected per pixel to `filters` channels and added (pixel-wise conditioning).
+        training: dropout switch.
+
+    Returns:
+        `(B, H, W, filters)`; the input is added back (through a 1×1 convolution when its
+        channel count differs from `filters`).
+
+    Examples:
+    >>> block = ResidualBlock(filters=8, groups=4, dropout=0.1)
+    >>> h, e = keras.ops.ones((2, 8, 8, 4)), keras.ops.ones((2, 8, 8, 6))
+    >>> tuple(block((h, e)).shape)
+    (2, 8, 8, 8)
     """
 
     def __init__(self, filters, groups=8, dropout=0.0, **kwargs):
@@ -95,11 +148,7 @@ class ResidualBlock(keras.layers.Layer):
     def build(self, input_shape):
         h_shape, e_shape = input_shape
         h_shape = tuple(h_shape)
-        if h_shape[-1] % self.groups:
-            raise ValueError(
-                f"ResidualBlock: {h_shape[-1]} input channels are not divisible by "
-                f"groups={self.groups}; choose widths that are multiples of the groups."
-            )
+        _check_groups("ResidualBlock", h_shape[-1], self.groups)
         out_shape = h_shape[:-1] + (self.filters,)
         self.norm1.build(h_shape)
         self.conv1.build(h_shape)
@@ -119,7 +168,6 @@ class ResidualBlock(keras.layers.Layer):
         out = self.conv2(out)
         return out + (h if self.skip is None else self.skip(h))
 
-
     def get_config(self):
         config = super().get_config()
         config.update({"filters": self.filters, "groups": self.groups, "dropout": self.dropout})
@@ -130,32 +178,59 @@ class ResidualBlock(keras.layers.Layer):
 class SpatialAttention(keras.layers.Layer):
     """Single-head self-attention over all pixels, with a residual connection.
 
+    `h + W_o · softmax(q kᵀ / √C) v`, with `q, k, v` linear maps of the group-normalised
+    pixels. The output projection `W_o` starts at zero, so a freshly built layer is the
+    identity. The weights are `(C, 3C)` and `(C, C)` matrices: the layer works at any
+    height and width, and its cost grows with the square of the pixel count.
+
     Args:
-        groups: groups of the GroupNormalization before the attention.
+        groups (int): groups of the GroupNormalization before the attention (must divide
+            the channels).
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        h: feature map `(B, H, W, C)`.
+
+    Returns:
+        A map with the shape of `h`.
+
+    Examples:
+    >>> attention = SpatialAttention(groups=4)
+    >>> tuple(attention(keras.ops.ones((2, 4, 4, 8))).shape)
+    (2, 4, 4, 8)
     """
 
     def __init__(self, groups=8, **kwargs):
         super().__init__(**kwargs)
         self.groups = int(groups)
         self.norm = keras.layers.GroupNormalization(self.groups, dtype=self.dtype_policy)
-        self.attention = None
 
     def build(self, input_shape):
         channels = input_shape[-1]
+        _check_groups("SpatialAttention", channels, self.groups)
         self.norm.build(tuple(input_shape))
-        self.attention = keras.layers.MultiHeadAttention(
-            num_heads=1, key_dim=channels, dtype=self.dtype_policy
+        self.qkv_kernel = self.add_weight(
+            shape=(channels, 3 * channels), initializer="glorot_uniform", name="qkv_kernel"
         )
-        seq = (input_shape[0], None, channels)
-        self.attention.build(seq, seq)
+        self.qkv_bias = self.add_weight(shape=(3 * channels,), initializer="zeros", name="qkv_bias")
+        self.output_kernel = self.add_weight(
+            shape=(channels, channels), initializer="zeros", name="output_kernel"
+        )
+        self.output_bias = self.add_weight(
+            shape=(channels,), initializer="zeros", name="output_bias"
+        )
         self.built = True
 
     def call(self, h):
         shape = ops.shape(h)
-        seq = ops.reshape(self.norm(h), (shape[0], -1, shape[-1]))
-        out = self.attention(seq, seq)
-        return h + ops.reshape(out, shape)
-
+        channels = self.output_kernel.shape[0]
+        seq = ops.reshape(self.norm(h), (shape[0], -1, channels))  # (B, N, C)
+        qkv = ops.matmul(seq, self.qkv_kernel) + self.qkv_bias
+        q, k, v = ops.split(qkv, 3, axis=-1)
+        logits = ops.einsum("bic,bjc->bij", q, k) / math.sqrt(channels)
+        weights = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), v.dtype)
+        out = ops.matmul(ops.einsum("bij,bjc->bic", weights, v), self.output_kernel)
+        return h + ops.reshape(out + self.output_bias, shape)
 
     def get_config(self):
         config = super().get_config()
@@ -169,29 +244,39 @@ class UNetDenoiser(keras.layers.Layer):
 
     The noisy target `z_t` and the condition `x` are concatenated at the input; the
     per-pixel γ map is embedded (`GammaEmbedding`), average-pooled to every resolution
-    and added inside every residual block. The output convolution starts at zero, so
-    the initial prediction is ε̂ = 0 and the initial noise loss is 1.
+    and added inside every residual block. Each level has `blocks_per_level` residual
+    blocks on the way down and one more on the way up; at the levels named in
+    `attention_levels` every residual block is followed by its own `SpatialAttention`.
+    Levels are joined by a stride-2 convolution on the way down and by nearest-neighbour
+    up-sampling and a 3×3 convolution on the way up. The output convolution starts at
+    zero, so the initial prediction is ε̂ = 0 and the initial noise loss is 1. The
+    architecture is described in `docs/architecture.md`.
 
     Args:
-        target_channels: channels of `z_t` and of the output.
-        widths: channels at each resolution level; the input size must be a multiple
-            of `2 ** (len(widths) - 1)` (`downsampling_factor`).
-        blocks_per_level: residual blocks per level on the way down (one more on the
+        target_channels (int): channels of `z_t` and of the output.
+        widths (tuple of int): channels at each resolution level; the input size must be a
+            multiple of `2 ** (len(widths) - 1)` (`downsampling_factor`).
+        blocks_per_level (int): residual blocks per level on the way down (one more on the
             way up).
-        attention_levels: indices of the levels that get self-attention (use only the
-            low-resolution ones: attention is quadratic in the pixel count).
-        embedding_dim: channels of the γ embedding.
-        dropout: dropout rate inside the residual blocks.
-        groups: GroupNormalization groups (must divide every width).
+        attention_levels (tuple of int): indices into `widths` of the levels that get
+            self-attention (use only the low-resolution ones: attention is quadratic in
+            the pixel count).
+        embedding_dim (int): channels of the γ embedding.
+        dropout (float): dropout rate inside the residual blocks.
+        groups (int): GroupNormalization groups (must divide every width).
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
         inputs: `[z_t, x, gamma]`, each `(B, H, W, ·)`; `gamma` broadcastable to `z_t`.
         training: dropout switch.
 
+    Returns:
+        ε̂ with the shape of `z_t`.
+
     Examples:
-    >>> net = UNetDenoiser(target_channels=1, widths=(8, 16))
+    >>> net = UNetDenoiser(target_channels=1, widths=(8, 16), attention_levels=(1,))
     >>> z, x, g = (keras.ops.zeros((2, 16, 16, c)) for c in (1, 2, 1))
-    >>> net([z, x, g + 0.5]).shape
+    >>> tuple(net([z, x, g + 0.5]).shape)
     (2, 16, 16, 1)
 
     References:
@@ -220,12 +305,18 @@ class UNetDenoiser(keras.layers.Layer):
         self.embedding_dim = int(embedding_dim)
         self.dropout = float(dropout)
         self.groups = int(groups)
+        levels = len(self.widths)
         bad = [w for w in self.widths if w % self.groups]
         if bad:
             raise ValueError(
                 f"UNetDenoiser widths {bad} are not multiples of groups={self.groups}."
             )
-        levels = len(self.widths)
+        outside = [i for i in self.attention_levels if not 0 <= i < levels]
+        if outside:
+            raise ValueError(
+                f"UNetDenoiser attention_levels {outside} are not levels of widths="
+                f"{self.widths}; use indices from 0 to {levels - 1}."
+            )
         policy = self.dtype_policy
         self.embedding = GammaEmbedding(self.embedding_dim, dtype=policy, name="gamma_embedding")
         self.input_conv = keras.layers.Conv2D(self.widths[0], 3, padding="same", dtype=policy)
@@ -244,7 +335,10 @@ class UNetDenoiser(keras.layers.Layer):
         self.down_blocks = [
             [block(w) for _ in range(self.blocks_per_level)] for w in self.widths
         ]
-        self.down_attention = [attention(i) for i in range(levels)]
+        # One attention layer after each residual block of an attention level.
+        self.down_attention = [
+            [attention(i) for _ in range(self.blocks_per_level)] for i in range(levels)
+        ]
         self.downsamplers = [
             keras.layers.Conv2D(self.widths[i + 1], 3, strides=2, padding="same", dtype=policy)
             for i in range(levels - 1)
@@ -253,7 +347,14 @@ class UNetDenoiser(keras.layers.Layer):
         self.up_blocks = [
             [block(w) for _ in range(self.blocks_per_level + 1)] for w in self.widths
         ]
-        self.up_attention = [attention(i) for i in range(levels)]
+        self.up_attention = [
+            [attention(i) for _ in range(self.blocks_per_level + 1)] for i in range(levels)
+        ]
+        # Nearest-neighbour ×2 (a repetition of rows and columns, so it needs no known
+        # height and width at trace time), then a 3×3 convolution per level.
+        self.upsample = keras.layers.UpSampling2D(
+            2, data_format="channels_last", interpolation="nearest", dtype=policy
+        )
         self.upsamplers = [
             keras.layers.Conv2D(self.widths[i], 3, padding="same", dtype=policy)
             for i in range(levels - 1)
@@ -268,6 +369,9 @@ class UNetDenoiser(keras.layers.Layer):
         """Input height and width must be multiples of this."""
         return 2 ** (len(self.widths) - 1)
 
+    def __call__(self, inputs, *args, **kwargs):
+        return super().__call__(_arrays_to_tensors(inputs), *args, **kwargs)
+
     def build(self, input_shape):
         z_shape, x_shape, _ = (tuple(s) for s in input_shape)
         batch = z_shape[0]
@@ -276,15 +380,16 @@ class UNetDenoiser(keras.layers.Layer):
             return (batch, None, None, channels)
 
         embedding = shape(self.embedding_dim)
+        self.upsample.build(shape(None))  # no weights; built even with a single level
         self.embedding.build(shape(z_shape[-1]))
         self.input_conv.build(shape(z_shape[-1] + x_shape[-1]))
         channels, skips = self.widths[0], []
         for level, blocks in enumerate(self.down_blocks):
-            for blk in blocks:
+            for blk, attention in zip(blocks, self.down_attention[level]):
                 blk.build((shape(channels), embedding))
                 channels = blk.filters
-                if self.down_attention[level] is not None:
-                    self.down_attention[level].build(shape(channels))
+                if attention is not None:
+                    attention.build(shape(channels))
                 skips.append(channels)
             if level < len(self.downsamplers):
                 self.downsamplers[level].build(shape(channels))
@@ -292,13 +397,15 @@ class UNetDenoiser(keras.layers.Layer):
         for blk in self.middle_blocks:
             blk.build((shape(channels), embedding))
         for level in reversed(range(len(self.widths))):
-            for i, blk in enumerate(self.up_blocks[level]):
+            for i, (blk, attention) in enumerate(
+                zip(self.up_blocks[level], self.up_attention[level])
+            ):
                 if i < self.blocks_per_level:
                     channels += skips.pop()
                 blk.build((shape(channels), embedding))
                 channels = blk.filters
-                if self.up_attention[level] is not None:
-                    self.up_attention[level].build(shape(channels))
+                if attention is not None:
+                    attention.build(shape(channels))
             if level > 0:
                 self.upsamplers[level - 1].build(shape(channels))
                 channels = self.widths[level - 1]
@@ -314,29 +421,27 @@ class UNetDenoiser(keras.layers.Layer):
         h = self.input_conv(ops.concatenate([z_t, ops.cast(x, z_t.dtype)], axis=-1))
         skips = []
         for level, blocks in enumerate(self.down_blocks):
-            for blk in blocks:
+            for blk, attention in zip(blocks, self.down_attention[level]):
                 h = blk((h, embeddings[level]), training=training)
-                if self.down_attention[level] is not None:
-                    h = self.down_attention[level](h)
+                if attention is not None:
+                    h = attention(h)
                 skips.append(h)
             if level < len(self.downsamplers):
                 h = self.downsamplers[level](h)
         for blk in self.middle_blocks:
             h = blk((h, embeddings[-1]), training=training)
         for level in reversed(range(len(self.widths))):
-            for i, blk in enumerate(self.up_blocks[level]):
+            for i, (blk, attention) in enumerate(
+                zip(self.up_blocks[level], self.up_attention[level])
+            ):
                 if i < self.blocks_per_level:
                     h = ops.concatenate([h, skips.pop()], axis=-1)
                 h = blk((h, embeddings[level]), training=training)
-                if self.up_attention[level] is not None:
-                    h = self.up_attention[level](h)
+                if attention is not None:
+                    h = attention(h)
             if level > 0:
-                # Nearest-neighbour ×2 by repetition: unlike a resize to a computed size,
-                # it stays valid when height and width are unknown at trace time.
-                h = ops.repeat(ops.repeat(h, 2, axis=1), 2, axis=2)
-                h = self.upsamplers[level - 1](h)
+                h = self.upsamplers[level - 1](self.upsample(h))
         return self.output_conv(ops.silu(self.output_norm(h)))
-
 
     def get_config(self):
         config = super().get_config()
@@ -365,26 +470,30 @@ class UNetRegressor(keras.layers.Layer):
     add learned constants.
 
     Args:
-        output_channels: channels of `μ(x)`.
-        widths, blocks_per_level, attention_levels, embedding_dim, groups: as for
+        output_channels (int): channels of `μ(x)`.
+        widths (tuple of int): channels at each resolution level, as for `UNetDenoiser`.
+        blocks_per_level (int): residual blocks per level, as for `UNetDenoiser`.
+        attention_levels (tuple of int): levels with self-attention, as for
             `UNetDenoiser`.
+        embedding_dim (int): channels of the (constant) γ embedding.
+        groups (int): GroupNormalization groups (must divide every width).
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        x: condition images `(B, H, W, C)`; H and W multiples of `downsampling_factor`.
+        training: passed to the U-Net.
+
+    Returns:
+        `μ(x)`, `(B, H, W, output_channels)`.
 
     Examples:
     >>> net = UNetRegressor(output_channels=1, widths=(8, 16))
-    >>> net(keras.ops.zeros((2, 16, 16, 2))).shape
+    >>> tuple(net(keras.ops.zeros((2, 16, 16, 2))).shape)
     (2, 16, 16, 1)
     """
 
-    def __init__(
-        self,
-        output_channels=1,
-        widths=(32, 64, 128),
-        blocks_per_level=1,
-        attention_levels=(),
-        embedding_dim=32,
-        groups=8,
-        **kwargs,
-    ):
+    def __init__(self, output_channels=1, widths=(32, 64, 128), blocks_per_level=1,
+                 attention_levels=(), embedding_dim=32, groups=8, **kwargs):
         super().__init__(**kwargs)
         self.output_channels = int(output_channels)
         self.unet = UNetDenoiser(
@@ -415,15 +524,11 @@ class UNetRegressor(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        unet = self.unet
-        config.update(
-            {
-                "output_channels": self.output_channels,
-                "widths": list(unet.widths),
-                "blocks_per_level": unet.blocks_per_level,
-                "attention_levels": list(unet.attention_levels),
-                "embedding_dim": unet.embedding_dim,
-                "groups": unet.groups,
-            }
-        )
+        unet = self.unet.get_config()
+        config["output_channels"] = self.output_channels
+        config.update({key: unet[key] for key in _UNET_OPTIONS})
         return config
+
+
+# The U-Net options a UNetRegressor takes (the regressor has no dropout).
+_UNET_OPTIONS = ("widths", "blocks_per_level", "attention_levels", "embedding_dim", "groups")
