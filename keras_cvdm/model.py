@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_cvdm import losses, sampling, schedules, validation
+from keras_cvdm import losses, metrics, sampling, schedules, validation
 from keras_cvdm.backend import CVDMTrainer, make_sampler
 from keras_cvdm.layers.conv_net import ConvNet
 from keras_cvdm.layers.unet import UNetDenoiser
@@ -139,6 +139,14 @@ class CVDM(CVDMTrainer, keras.Model):
     def metadata(self):
         """The task metadata (a dict; empty for a model that knows no task)."""
         return self._metadata
+
+    def __setattr__(self, name, value):
+        if name == "metadata":
+            # Data, not state: set through the property, past Keras's (and TensorFlow's)
+            # attribute tracking, which would wrap the dict and make it a dependency.
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     @metadata.setter
     def metadata(self, value):
@@ -460,11 +468,9 @@ class CVDM(CVDMTrainer, keras.Model):
         Returns:
             `(mean, std)`, each `(N, H, W, target_channels)`; std uses `ddof=1`.
         """
-        if num_samples < 2:
-            raise ValueError("predict_uncertainty needs num_samples >= 2 for a standard deviation.")
+        num_samples = validation.check_int(num_samples, "num_samples", minimum=2)
         samples = self.predict_samples(x, num_samples=num_samples, **kwargs)
-        axis = 0 if np.ndim(x) == 3 else 1
-        return samples.mean(axis=axis), samples.std(axis=axis, ddof=1)
+        return metrics.mean_and_std(samples, axis=0 if np.ndim(x) == 3 else 1)
 
     # ------------------------------------------------------------------ training plumbing
 

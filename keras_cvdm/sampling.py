@@ -84,7 +84,7 @@ def ddim_step(z_t, y_hat, gamma_t, gamma_s):
 
     Examples:
         >>> z = ops.convert_to_tensor([0.5])
-        >>> float(ops.convert_to_numpy(ddim_step(z, ops.zeros((1,)), 0.5, 0.5))[0])  # s = t
+        >>> round(float(ops.convert_to_numpy(ddim_step(z, ops.zeros((1,)), 0.5, 0.5))[0]), 6)
         0.5
     """
     eps_hat = (z_t - ops.sqrt(gamma_t) * y_hat) / ops.sqrt(1.0 - gamma_t)

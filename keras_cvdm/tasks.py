@@ -69,11 +69,11 @@ def normalization(model, task, override=None):
             "keras.saving.load_model), set model.metadata to a preset's metadata, or pass "
             "`normalization=` explicitly."
         )
-    if stored.get("type", "qpi") != task:
+    trained = stored.get("type", "qpi")
+    if trained != task:
         raise ValueError(
-            f"This model was trained for the task {model.metadata.get('task')!r}, not "
-            f"{task!r}; use keras_cvdm.{model.metadata.get('task', 'qpi')}.reconstruct or "
-            "a preset for this task."
+            f"This model was trained for the task {trained!r}, not {task!r}; use "
+            f"keras_cvdm.{trained}.reconstruct, or a model trained for {task!r}."
         )
     return normalization_from_dict(stored)
 

@@ -177,12 +177,14 @@ def check_metadata(metadata) -> dict:
             f"got {kind}."
         )
     try:
-        return json.loads(json.dumps(dict(metadata), allow_nan=False))
+        return json.loads(json.dumps(dict(metadata)))
     except (TypeError, ValueError) as error:
         raise ValueError(
             f"metadata must hold only JSON values (str, numbers, bools, None, lists, dicts) "
-            f"so that it can be saved with the model: {error}."
+            f"so that it can be saved with the model: {error}. Convert objects first, e.g. "
+            "a normalisation with its .to_dict() and numpy numbers with float()."
         ) from error
+
 
 def first_batch(x, y=None):
     """The first `(x, y)` batch of a `fit`/`evaluate` data source as numpy, to check it.

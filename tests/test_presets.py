@@ -213,3 +213,55 @@ def test_unsafe_archive_is_refused_and_nothing_written(preset_dir, tmp_path, kin
     assert [f for f in files if not f.startswith("served/")] == [
         f"sub/cache/{presets.CACHE_SUBDIR}/{_sha(archive)[:16]}.tar.gz"
     ]
+
+
+def _zip(path, folder):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name in sorted(os.listdir(folder)):
+            zf.write(os.path.join(folder, name), arcname=f"tiny/{name}")
+    return str(path)
+
+
+def test_zip_archive_goes_to_keras_home_and_is_extracted_once(preset_dir, tmp_path, monkeypatch):
+    served = tmp_path / "served"
+    served.mkdir()
+    archive = _zip(served / "tiny.zip", preset_dir)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    with _Server(served) as server:
+        model = keras_cvdm.from_preset(server.url("tiny.zip"), sha256=_sha(archive))
+        extracted = tmp_path / "home" / presets.CACHE_SUBDIR / f"{_sha(archive)[:16]}_extracted"
+        assert (extracted / "tiny" / presets.CONFIG_FILE).is_file()
+        # A later call reuses the extracted folder: an edit there survives it.
+        meta_path = extracted / "tiny" / presets.METADATA_FILE
+        meta = json.loads(meta_path.read_text())
+        meta["description"] = "edited in the cache"
+        meta_path.write_text(json.dumps(meta))
+        again = keras_cvdm.from_preset(server.url("tiny.zip"), sha256=_sha(archive))
+        assert server.counter["gets"] == 1
+    assert again.metadata["description"] == "edited in the cache"
+    assert model.metadata["task"] == again.metadata["task"] == "qpi"
+
+
+def test_cache_dir_with_a_tilde_is_the_home_folder(preset_dir, tmp_path, monkeypatch):
+    served = tmp_path / "served"
+    served.mkdir()
+    archive = _tar(served / "tiny.tar.gz", preset_dir)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    with _Server(served) as server:
+        keras_cvdm.from_preset(server.url("tiny.tar.gz"), sha256=_sha(archive),
+                               cache_dir="~/models")
+    assert (tmp_path / "user" / "models" / presets.CACHE_SUBDIR).is_dir()
+    assert not os.path.exists("~")
+
+
+def test_save_preset_checks_metadata_before_writing(preset_dir, tmp_path):
+    model = keras_cvdm.from_preset(preset_dir)
+    folder = tmp_path / "bad"
+    with pytest.raises(ValueError, match="to_dict"):
+        keras_cvdm.save_preset(model, str(folder), {"normalization": object()})
+    assert not folder.exists()
+    # NaN scores (e.g. a Spearman ρ of a constant map) are kept, and the preset loads.
+    keras_cvdm.save_preset(model, str(folder), {"task": "qpi", "rho": float("nan")})
+    assert np.isnan(keras_cvdm.from_preset(str(folder)).metadata["rho"])

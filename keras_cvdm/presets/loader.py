@@ -21,6 +21,7 @@ import os
 
 import keras
 
+from keras_cvdm import validation
 from keras_cvdm.presets import registry, remote
 from keras_cvdm.version import __version__
 
@@ -178,7 +179,8 @@ def save_preset(model, folder, metadata=None, overwrite: bool = False) -> dict:
             f"{folder} already holds {', '.join(existing)}; pass overwrite=True to replace "
             "them or choose another folder."
         )
-    metadata = dict(model.metadata if metadata is None else metadata)
+    # Checked before anything is written, so a bad value leaves no half-written folder.
+    metadata = validation.check_metadata(model.metadata if metadata is None else metadata)
     os.makedirs(folder, exist_ok=True)
     config = keras.saving.serialize_keras_object(model)
     config.pop("compile_config", None)  # a preset is for inference: no optimizer

@@ -18,6 +18,7 @@ import zipfile
 import keras
 
 CACHE_SUBDIR = "keras_cvdm_presets"
+_COMPLETE = ".extracted"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
@@ -27,7 +28,7 @@ def fetch_preset_archive(url: str, sha256: str | None, cache_dir: str | None = N
     Args:
         url: `https://` (or `http://`) URL of a `.tar.gz`, `.tgz`, `.tar` or `.zip` file.
         sha256: the archive's hex sha256 (64 digits), required.
-        cache_dir: the cache root (default: Keras's, `$KERAS_HOME` or `~/.keras`).
+        cache_dir: the cache root (default: `cache_root()`, i.e. `$KERAS_HOME` or `~/.keras`).
 
     Returns:
         The folder the archive was extracted to (the preset may sit one level below).
@@ -47,15 +48,18 @@ def fetch_preset_archive(url: str, sha256: str | None, cache_dir: str | None = N
     base = os.path.basename(url.split("?", 1)[0])
     suffix = next((s for s in ARCHIVE_SUFFIXES if base.endswith(s)), None)
     if suffix is None:
-        raise ValueError(f"{url} is not a .tar.gz, .tgz, .tar or .zip preset archive.")
+        raise ValueError(
+            f"{url} is not a .tar.gz, .tgz, .tar or .zip preset archive; pack the folder "
+            "written by keras_cvdm.save_preset into one of these and publish its sha256."
+        )
     fname = sha256[:16] + suffix
+    cache_dir = cache_root(cache_dir)
+    # get_file falls back to /tmp/.keras when the cache folder is missing.
+    os.makedirs(cache_dir, exist_ok=True)
     fetch = dict(
         fname=fname, origin=url, file_hash=sha256, hash_algorithm="sha256",
         cache_dir=cache_dir, cache_subdir=CACHE_SUBDIR,
     )
-    if cache_dir is not None:
-        # get_file falls back to /tmp/.keras when the cache folder is missing.
-        os.makedirs(cache_dir, exist_ok=True)
     try:
         archive = keras.utils.get_file(**fetch)
     except Exception as error:
@@ -64,8 +68,16 @@ def fetch_preset_archive(url: str, sha256: str | None, cache_dir: str | None = N
             f"Downloading {url} failed or its sha256 did not match {sha256} ({error}). Check "
             "the URL and the checksum; nothing was extracted."
         ) from error
+    # get_file extracts `<name>.<ext>` into `<name>_extracted` beside it, on every call; a
+    # marker written after a complete extraction lets later calls reuse the folder.
+    marker = os.path.join(os.path.dirname(archive), f"{sha256[:16]}_extracted", _COMPLETE)
+    if os.path.isfile(marker):
+        return os.path.dirname(marker)
     check_archive_members(archive)
-    return keras.utils.get_file(**fetch, extract=True)
+    folder = keras.utils.get_file(**fetch, extract=True)
+    with open(os.path.join(folder, _COMPLETE), "w") as f:
+        f.write(sha256 + "\n")
+    return folder
 
 
 def check_archive_members(archive: str) -> None:
@@ -107,11 +119,33 @@ def check_archive_members(archive: str) -> None:
             )
 
 
+def cache_root(cache_dir: str | None = None) -> str:
+    """The cache folder: `cache_dir`, else `$KERAS_HOME`, else `~/.keras` (as Keras does).
+
+    Keras reads `$KERAS_HOME` once, when it is imported; here it is read at each call, and
+    the folder is always passed to `get_file` explicitly.
+
+    Args:
+        cache_dir: a folder (`~` is expanded), or None.
+
+    Returns:
+        The absolute path of the cache root.
+
+    Examples:
+        >>> cache_root("/data/cache")
+        '/data/cache'
+    """
+    if cache_dir is None:
+        home = os.path.expanduser("~")
+        cache_dir = os.environ.get("KERAS_HOME") or os.path.join(
+            home if os.access(home, os.W_OK) else "/tmp", ".keras"
+        )
+    return os.path.abspath(os.path.expanduser(os.fspath(cache_dir)))
+
+
 def _remove_download(cache_dir, fname):
-    # get_file leaves a download whose hash failed in place; the cache root follows
-    # Keras's own rule ($KERAS_HOME, else ~/.keras).
-    root = os.path.expanduser(cache_dir or os.environ.get("KERAS_HOME", "~/.keras"))
-    path = os.path.join(root, CACHE_SUBDIR, fname)
+    # get_file leaves a download whose hash failed in place.
+    path = os.path.join(cache_dir, CACHE_SUBDIR, fname)
     if os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.exists(path):
