@@ -12,6 +12,7 @@ def _demo(args):
     import numpy as np
 
     import keras_cvdm
+    from keras_cvdm import tasks
     from keras_cvdm.data import qpi_test_set
     from keras_cvdm.evaluation import score_qpi
     from keras_cvdm.metrics import phase_mae
@@ -44,7 +45,7 @@ def _demo(args):
     seconds = time.time() - start
     scores = score_qpi(mean, std, i_minus, i_plus, phase)
     tie, cvdm_mae, tie_mae = scores["tie"], scores["cvdm_mae"], scores["tie_mae"]
-    norm = keras_cvdm.data.normalization_from_dict(model.metadata["normalization"])
+    norm = tasks.normalization(model, "qpi")
     x = norm.pair_to_model(i_minus, i_plus)
     lam = model.schedule_map(x)[..., 0]
     metrics = {

@@ -18,7 +18,20 @@ def _mean_per_example(values):
 
 
 def noise_loss(eps, eps_hat):
-    """`‖ε − ε̂‖²` per example (mean over pixels)."""
+    """`‖ε − ε̂‖²` per example (mean over pixels).
+
+    Args:
+        eps: the drawn noise, `(B, H, W, C)`.
+        eps_hat: the denoiser's prediction, same shape.
+
+    Returns:
+        `(B,)` float32.
+
+    Examples:
+        >>> [float(v) for v in ops.convert_to_numpy(noise_loss(ops.ones((2, 4, 4, 1)),
+        ...                                                      ops.zeros((2, 4, 4, 1))))]
+        [1.0, 1.0]
+    """
     return _mean_per_example(ops.square(ops.cast(eps, "float32") - ops.cast(eps_hat, "float32")))
 
 
@@ -27,6 +40,19 @@ def beta_loss(dgamma, beta, gamma, gamma_t0, gamma_t1):
 
     The first part holds the schedule to its ODE `∂tγ = −β γ` at the sampled `t`; the
     other two are the boundary conditions at `t₀ = 1/T` and `t₁ = 1 − 1/T`.
+
+    Args:
+        dgamma, beta, gamma: ∂tγ, β and γ at the sampled times, `(B, H, W, C)`.
+        gamma_t0, gamma_t1: γ at `t₀` and `t₁`.
+
+    Returns:
+        `(B,)` float32.
+
+    Examples:
+        >>> g = ops.full((1, 2, 2, 1), 0.5)  # γ = e^{−t} at t = ln 2: ∂tγ = −γ, β = 1
+        >>> ends = (ops.ones_like(g), ops.zeros_like(g))  # γ(t₀) = 1, γ(t₁) = 0
+        >>> float(ops.convert_to_numpy(beta_loss(-g, ops.ones_like(g), g, *ends))[0])
+        0.0
     """
     return (
         _mean_per_example(ops.square(dgamma + beta * gamma))
@@ -36,7 +62,19 @@ def beta_loss(dgamma, beta, gamma, gamma_t0, gamma_t1):
 
 
 def prior_loss(y, gamma_t1):
-    """`KL(N(√γ₁ y, 1 − γ₁) ‖ N(0, 1))` per example, `γ₁ = γ(t₁, x)`, mean over pixels."""
+    """`KL(N(√γ₁ y, 1 − γ₁) ‖ N(0, 1))` per example, `γ₁ = γ(t₁, x)`, mean over pixels.
+
+    Args:
+        y: the diffusion target, `(B, H, W, C)`.
+        gamma_t1: γ at `t₁ = 1 − 1/T`, broadcastable to `y`.
+
+    Returns:
+        `(B,)` float32; zero when `γ₁ = 0` (the end of the process is pure noise).
+
+    Examples:
+        >>> float(ops.convert_to_numpy(prior_loss(ops.ones((1, 2, 2, 1)), 0.0))[0])
+        0.0
+    """
     y = ops.cast(y, "float32")
     variance = 1.0 - gamma_t1
     kl = 0.5 * (variance + gamma_t1 * ops.square(y) - 1.0 - ops.log(variance))
@@ -47,6 +85,18 @@ def snr_series_second_derivative(gamma, dgamma, d2gamma, order=1):
     """`∂t² S_n` for `S_n = γ + γ² + … + γⁿ` (the n-term series of `SNR = γ/(1 − γ)`).
 
     `∂t² γᵏ = k(k − 1) γᵏ⁻² (∂tγ)² + k γᵏ⁻¹ ∂t²γ`.
+
+    Args:
+        gamma, dgamma, d2gamma: γ, ∂tγ and ∂t²γ.
+        order: `n`, the number of terms (≥ 1).
+
+    Returns:
+        `∂t² S_n`, with γ's shape.
+
+    Examples:
+        >>> # γ = 0.5, ∂tγ = 1, ∂t²γ = 0: ∂t²(γ + γ²) = 2 (∂tγ)² = 2.
+        >>> float(snr_series_second_derivative(0.5, 1.0, 0.0, order=2))
+        2.0
     """
     if order < 1:
         raise ValueError(f"The SNR series order must be >= 1, got {order}.")
@@ -58,7 +108,20 @@ def snr_series_second_derivative(gamma, dgamma, d2gamma, order=1):
 
 
 def gamma_loss(gamma, dgamma, d2gamma, order=1):
-    """`L_γ = (∂t² S_n)²` per example (mean over pixels): keeps the SNR's curvature small."""
+    """`L_γ = (∂t² S_n)²` per example (mean over pixels): keeps the SNR's curvature small.
+
+    Args:
+        gamma, dgamma, d2gamma: γ, ∂tγ and ∂t²γ, `(B, H, W, C)`.
+        order: `n` of the SNR series.
+
+    Returns:
+        `(B,)` float32.
+
+    Examples:
+        >>> ones = ops.ones((1, 2, 2, 1))
+        >>> float(ops.convert_to_numpy(gamma_loss(0.5 * ones, ones, 3.0 * ones))[0])
+        9.0
+    """
     second = snr_series_second_derivative(gamma, dgamma, d2gamma, order)
     return _mean_per_example(ops.square(second))
 

@@ -137,8 +137,7 @@ def test_evaluate_qpi_breaks_the_mae_down_by_phantom_kind(qpi_model):
     pytest.importorskip("scipy")
     from keras_cvdm import data as datasets
     from keras_cvdm.evaluation import evaluate_qpi
-    from keras_cvdm.metrics import phase_mae
-    from keras_cvdm.physics import tie_phase
+    from tests.test_cli import aligned_abs_error, reference_tie
 
     result = evaluate_qpi(qpi_model, num_images=10, image_size=16, noise_levels=(0.05,),
                           num_samples=2)["0.05"]
@@ -151,7 +150,10 @@ def test_evaluate_qpi_breaks_the_mae_down_by_phantom_kind(qpi_model):
     for method in ("cvdm", "tie"):
         pooled = sum(v["num_images"] * v[f"{method}_mae_aligned"] for v in by_kind.values())
         assert pooled / 10 == pytest.approx(result[f"{method}_mae_aligned"], rel=1e-5)
-    # And the TIE numbers are TIE's, at the tuned regularisation.
+    # And the TIE numbers are TIE's at the tuned regularisation: an independently written
+    # solver (tests/test_cli.py) at that regularisation gives the same error.
     i_minus, i_plus, phase = datasets.qpi_test_set(10, 16, 0.05)
-    tie = tie_phase(i_minus, i_plus, regularization=result["tie_regularization"])
-    assert np.mean(phase_mae(tie, phase)) == pytest.approx(result["tie_mae_aligned"], rel=1e-5)
+    tie = reference_tie(i_minus, i_plus, result["tie_regularization"])
+    assert np.mean(aligned_abs_error(tie, phase)) == pytest.approx(
+        result["tie_mae_aligned"], rel=1e-4
+    )
