@@ -103,6 +103,14 @@ def _cosine_unets():
                 denoiser=unet, zero_mean=True, mean_network=mean, num_timesteps=3, seed=1)
 
 
+# The loss weights each case sets (w_ε, w_β, w_prior, w_γ, α, w_mean), written out here so
+# that the logged total is checked against the arguments, not against the model's attributes.
+LOSS_WEIGHTS = {
+    "learned-exact-residual-weights": (0.5, 1.5, 0.25, 3.0, 0.01, 0.0),
+    "linear-zero-mean-convnet-embedding": (1.0, 2.0, 2.0, 2.0, 1e-3, 0.3),
+    "cosine-unet-denoiser-and-regressor": (1.0, 2.0, 2.0, 2.0, 1e-3, 1.0),
+}
+
 CASES = {
     "learned-exact-residual-weights": _learned_exact_residual,
     "linear-zero-mean-convnet-embedding": _linear_zero_mean,
@@ -142,12 +150,11 @@ def test_option_trains_samples_and_round_trips(case, tmp_path):
     before = [_trainable(p) for p in parts]
     logs = {k: v[-1] for k, v in model.fit(x, y, batch_size=2, epochs=1, verbose=0).history.items()}
 
-    # The logged loss is the weighted sum of the logged terms, with this model's weights.
-    expected = (model.noise_weight * logs["noise_loss"] + model.beta_weight * logs["beta_loss"]
-                + model.prior_weight * logs["prior_loss"]
-                + model.gamma_weight * model.alpha * logs["gamma_loss"])
-    if model.zero_mean:
-        expected += model.mean_weight * logs["mean_loss"]
+    # The logged loss is the weighted sum of the logged terms, with the weights the case set.
+    w_noise, w_beta, w_prior, w_gamma, alpha, w_mean = LOSS_WEIGHTS[case]
+    expected = (w_noise * logs["noise_loss"] + w_beta * logs["beta_loss"]
+                + w_prior * logs["prior_loss"] + w_gamma * alpha * logs["gamma_loss"]
+                + w_mean * logs.get("mean_loss", 0.0))
     assert logs["loss"] == pytest.approx(expected, rel=1e-5)
     # Every part with weights (schedule, denoiser, mean network) took a step.
     for part, old in zip(parts, before):
