@@ -150,10 +150,12 @@ def to_scored_units(task, mean, std, y, extra):
     """Estimate, its std and the truth, `(N, H, W)`, in the units the task is scored in."""
     import numpy as np
 
+    from keras_cvdm import metrics
+
     if task == "qpi":
         truth = extra["phase"]
         mean = (mean + 1.0) * PHASE_RANGE / 2.0
-        mean = mean - np.mean(mean - truth, axis=(1, 2), keepdims=True)
+        mean = metrics.align_phase(mean, truth)
         return mean, std * PHASE_RANGE / 2.0, truth
     truth = y[..., 0]
     fitted, slopes = affine_fit_batch(mean, truth)
@@ -380,8 +382,7 @@ def specs_for(task, seeds, ablation_seeds, linear=None, cosine=None):
 
 def baseline_scores(task, scale):
     """The classical baseline on the test set (TIE tuned on the validation set; up-sampling)."""
-    import numpy as np
-
+    from keras_cvdm import metrics
     from keras_cvdm.physics import tie_phase, tune_tie_regularization
 
     xs, ys, extra = task_data(task, scale, "test")
@@ -389,7 +390,7 @@ def baseline_scores(task, scale):
         _, _, val = task_data(task, scale, "val")
         eps, _ = tune_tie_regularization(val["i_minus"], val["i_plus"], val["phase"])
         tie = tie_phase(extra["i_minus"], extra["i_plus"], regularization=eps)
-        tie = tie - np.mean(tie - extra["phase"], axis=(1, 2), keepdims=True)
+        tie = metrics.align_phase(tie, extra["phase"])
         return "tie", image_metrics(task, tie, extra["phase"]), {"regularization": float(eps)}
     fitted, _ = affine_fit_batch(xs[..., 0], ys[..., 0])
     return "upsampled", image_metrics(task, fitted, ys[..., 0]), {}

@@ -40,7 +40,7 @@ def score_qpi(mean, std, i_minus, i_plus, phase):
     """
     eps, _ = tune_tie_regularization(i_minus, i_plus, phase)
     tie = tie_phase(i_minus, i_plus, regularization=eps)
-    aligned = mean - np.mean(mean - phase, axis=(1, 2), keepdims=True)
+    aligned = metrics.align_phase(mean, phase)
     return {
         "cvdm_mae": metrics.phase_mae(mean, phase),
         "tie_mae": metrics.phase_mae(tie, phase),

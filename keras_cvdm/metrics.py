@@ -89,6 +89,34 @@ def mae(estimate, target):
     return _numpy(ops.mean(ops.abs(a - b), axis=(1, 2, 3)))
 
 
+def align_phase(estimate, target=None, alignment="mean"):
+    """Remove the constant that intensities cannot fix from a phase estimate.
+
+    Args:
+        estimate (array-like): phase estimate in radians, `(..., H, W)`.
+        target (array-like): true phase, same shape (needed for `"mean"` only).
+        alignment (str): `"mean"` shifts each image to the target's mean, `"min"` shifts
+            each image so its minimum is 0, `"none"` leaves it as is.
+
+    Returns:
+        np.ndarray: float64, the shifted estimate.
+
+    Examples:
+        >>> import numpy as np
+        >>> align_phase(np.full((2, 2), 5.0), np.zeros((2, 2))).tolist()
+        [[0.0, 0.0], [0.0, 0.0]]
+    """
+    estimate = np.asarray(estimate, dtype=np.float64)
+    if alignment == "mean":
+        target = np.asarray(target, dtype=np.float64)
+        return estimate - np.mean(estimate - target, axis=(-2, -1), keepdims=True)
+    if alignment == "min":
+        return estimate - np.min(estimate, axis=(-2, -1), keepdims=True)
+    if alignment != "none":
+        raise ValueError(f"`alignment` must be 'mean', 'min' or 'none', got {alignment!r}.")
+    return estimate
+
+
 def phase_mae(estimate, target, alignment="mean"):
     """Mean absolute phase error per image, after removing the undetermined constant.
 
@@ -113,14 +141,8 @@ def phase_mae(estimate, target, alignment="mean"):
         >>> float(phase_mae(np.ones((4, 4)), np.zeros((4, 4)), alignment="none"))
         1.0
     """
-    estimate = np.asarray(estimate, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
-    if alignment == "mean":
-        estimate = estimate - np.mean(estimate - target, axis=(-2, -1), keepdims=True)
-    elif alignment == "min":
-        estimate = estimate - np.min(estimate, axis=(-2, -1), keepdims=True)
-    elif alignment != "none":
-        raise ValueError(f"`alignment` must be 'mean', 'min' or 'none', got {alignment!r}.")
+    estimate = align_phase(estimate, target, alignment)
     return np.mean(np.abs(estimate - target), axis=(-2, -1)).astype(np.float32)
 
 

@@ -141,6 +141,14 @@ class _Server:
         self.httpd.server_close()
 
 
+@pytest.fixture
+def served(tmp_path):
+    """The folder the local HTTP server serves archives from."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    return folder
+
+
 def _sha(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
@@ -162,9 +170,7 @@ def _tree(root):
                   for d, _, files in os.walk(root) for f in files)
 
 
-def test_archive_url_downloads_once_and_loads(preset_dir, tmp_path):
-    served = tmp_path / "served"
-    served.mkdir()
+def test_archive_url_downloads_once_and_loads(preset_dir, tmp_path, served):
     archive = _tar(served / "tiny.tar.gz", preset_dir)
     cache = tmp_path / "cache"
     with _Server(served) as server:
@@ -181,9 +187,7 @@ def test_archive_url_downloads_once_and_loads(preset_dir, tmp_path):
         keras_cvdm.from_preset("https://127.0.0.1/tiny.tar.gz", cache_dir=str(cache))
 
 
-def test_wrong_checksum_is_refused_and_nothing_extracted(preset_dir, tmp_path):
-    served = tmp_path / "served"
-    served.mkdir()
+def test_wrong_checksum_is_refused_and_nothing_extracted(preset_dir, tmp_path, served):
     _tar(served / "tiny.tar.gz", preset_dir)
     cache = tmp_path / "cache"
     with _Server(served) as server, pytest.raises(ValueError, match="sha256"):
@@ -193,9 +197,7 @@ def test_wrong_checksum_is_refused_and_nothing_extracted(preset_dir, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["traversal", "symlink"])
-def test_unsafe_archive_is_refused_and_nothing_written(preset_dir, tmp_path, kind):
-    served = tmp_path / "served"
-    served.mkdir()
+def test_unsafe_archive_is_refused_and_nothing_written(preset_dir, tmp_path, kind, served):
     if kind == "traversal":
         extra = [(tarfile.TarInfo("tiny/../../../evil.txt"), b"pwned")]
     else:
@@ -224,9 +226,9 @@ def _zip(path, folder):
     return str(path)
 
 
-def test_zip_archive_goes_to_keras_home_and_is_extracted_once(preset_dir, tmp_path, monkeypatch):
-    served = tmp_path / "served"
-    served.mkdir()
+def test_zip_archive_goes_to_keras_home_and_is_extracted_once(
+    preset_dir, tmp_path, monkeypatch, served
+):
     archive = _zip(served / "tiny.zip", preset_dir)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
     with _Server(served) as server:
@@ -244,9 +246,7 @@ def test_zip_archive_goes_to_keras_home_and_is_extracted_once(preset_dir, tmp_pa
     assert model.metadata["task"] == again.metadata["task"] == "qpi"
 
 
-def test_cache_dir_with_a_tilde_is_the_home_folder(preset_dir, tmp_path, monkeypatch):
-    served = tmp_path / "served"
-    served.mkdir()
+def test_cache_dir_with_a_tilde_is_the_home_folder(preset_dir, tmp_path, monkeypatch, served):
     archive = _tar(served / "tiny.tar.gz", preset_dir)
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
     with _Server(served) as server:

@@ -11,7 +11,6 @@ thing kept here is a check that refuses such an archive before anything is extra
 from __future__ import annotations
 
 import os
-import shutil
 import tarfile
 import zipfile
 
@@ -146,7 +145,5 @@ def cache_root(cache_dir: str | None = None) -> str:
 def _remove_download(cache_dir, fname):
     # get_file leaves a download whose hash failed in place.
     path = os.path.join(cache_dir, CACHE_SUBDIR, fname)
-    if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.exists(path):
+    if os.path.isfile(path):
         os.remove(path)
