@@ -150,7 +150,6 @@ class CVDM(CVDMTrainer, keras.Model):
 
     @metadata.setter
     def metadata(self, value):
-        # A plain dict, outside Keras's attribute tracking: it is data, not state.
         object.__setattr__(self, "_metadata", validation.check_metadata(value))
 
     @classmethod
@@ -432,7 +431,9 @@ class CVDM(CVDMTrainer, keras.Model):
             self.num_timesteps if num_steps is None else num_steps, "num_steps", minimum=1
         )
         num_samples = validation.check_int(num_samples, "num_samples", minimum=1)
-        batch_size = validation.check_int(batch_size or 16, "batch_size", minimum=1)
+        batch_size = validation.check_int(
+            16 if batch_size is None else batch_size, "batch_size", minimum=1
+        )
         if clip is None:
             clip = not (self.residual or self.zero_mean)
         out = sampling.draw_samples(
@@ -468,7 +469,8 @@ class CVDM(CVDMTrainer, keras.Model):
         Returns:
             `(mean, std)`, each `(N, H, W, target_channels)`; std uses `ddof=1`.
         """
-        num_samples = validation.check_int(num_samples, "num_samples", minimum=2)
+        if validation.check_int(num_samples, "num_samples") < 2:
+            raise ValueError("predict_uncertainty needs num_samples >= 2 for a standard deviation.")
         samples = self.predict_samples(x, num_samples=num_samples, **kwargs)
         return metrics.mean_and_std(samples, axis=0 if np.ndim(x) == 3 else 1)
 

@@ -157,3 +157,11 @@ def test_evaluate_qpi_breaks_the_mae_down_by_phantom_kind(qpi_model):
     assert np.mean(aligned_abs_error(tie, phase)) == pytest.approx(
         result["tie_mae_aligned"], rel=1e-4
     )
+
+
+def test_predict_samples_refuses_a_zero_batch_size(qpi_model):
+    x = np.zeros((1, 16, 16, 2), "float32")
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        qpi_model.predict_samples(x, num_steps=2, batch_size=0, verbose=0)
+    with pytest.raises(ValueError, match="num_steps must be a whole number"):
+        qpi_model.predict_samples(x, num_steps=2.7, verbose=0)
