@@ -108,14 +108,110 @@ def _demo(args):
     print(f"figure: {figure}\nmetrics: {metrics_path}")
 
 
+def _ints(text):
+    """`"8,16,32"` → `(8, 16, 32)` (for `--widths`)."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 8,16,32, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive integers, got {text!r}")
+    return values
+
+
+def _add_sampling(parser, samples=8, seed=None):
+    parser.add_argument("--samples", type=int, default=samples,
+                        help=f"posterior samples per image (default {samples})")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="denoiser steps per sample (default: the model's)")
+    parser.add_argument("--sampler", default=None,
+                        help="ddim or ancestral (default: the model's)")
+    parser.add_argument("--seed", type=int, default=seed,
+                        help="integer seed for reproducible samples (default: "
+                        + ("a fresh one, recorded in the output)" if seed is None else f"{seed})"))
+
+
+def _add_model_source(parser):
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--preset", help="a built-in preset name, a preset folder or a URL")
+    source.add_argument("--model", help="a model saved with model.save(FILE.keras)")
+
+
+def _train(args):
+    from keras_cvdm import training
+
+    folder = training.train(
+        args.output, task=args.task, data=args.data, epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+        image_size=args.image_size, seed=args.seed, learning_rate=args.learning_rate,
+        from_preset=args.from_preset, widths=args.widths, tensorboard=args.tensorboard,
+        preview_every=args.preview_every, overwrite=args.overwrite,
+    )
+    print(f"preset: {folder}")
+
+
+def _predict(args):
+    from keras_cvdm import prediction
+
+    prediction.predict_files(
+        args.input, args.output, preset=args.preset, model_file=args.model,
+        num_samples=args.samples, num_steps=args.steps, sampler=args.sampler, seed=args.seed,
+        batch_size=args.batch_size, tile=args.tile, overlap=args.overlap,
+        wavelength=args.wavelength, pixel_size=args.pixel_size, defocus=args.defocus,
+        save_samples=args.save_samples, overwrite=args.overwrite,
+        verbose=1 if sys.stdout.isatty() else 0,
+    )
+
+
+def _evaluate(args):
+    import keras
+
+    from keras_cvdm import evaluation, prediction
+
+    if args.json and os.path.exists(args.json) and not args.overwrite:
+        sys.exit(f"{args.json} exists; pass --overwrite or choose another --json path.")
+    model, source = prediction.load_model(preset=args.preset, model_file=args.model)
+    results = evaluation.evaluate(
+        model, data=args.data, num_images=args.num_images, image_size=args.image_size,
+        noise_levels=args.noise, num_samples=args.samples, seed=args.seed,
+        num_steps=args.steps, sampler=args.sampler,
+    )
+    results = {"model": source, "backend": keras.backend.backend(), **results}
+    print(evaluation.format_table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"results: {args.json}")
+
+
+def _presets(args):
+    from keras_cvdm.presets import describe_preset, list_presets
+
+    names = args.names or list_presets()
+    for name in names:
+        row = describe_preset(name)
+        print(f"{row['name']}  (task {row['task']}, weights {row['weights_mb']} MB, "
+              f"default sampler {row['sampling'].get('sampler')}-"
+              f"{row['sampling'].get('num_steps')})")
+        print(f"  {row['description']}")
+        optics = ", ".join(f"{k} {v}" for k, v in row["optics"].items()
+                           if not isinstance(v, str))
+        print(f"  optics: {optics}")
+        for key, value in row["scores"].items():
+            if key.split("/")[-1] not in ("num_images", "image_size", "tie_regularization"):
+                print(f"  {key}: {value:.3f}")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """The `keras-cvdm` command.
+    """The `keras-cvdm` command: `demo`, `predict`, `train`, `evaluate`, `presets`.
 
     Args:
         argv: the arguments after the program name (default: `sys.argv[1:]`).
 
     Returns:
-        None; `keras-cvdm demo` writes its figure and metrics under `--output`.
+        None; each command prints what it did and writes its files under `--output`.
 
     Examples:
         >>> main(["demo", "--help"])  # doctest: +ELLIPSIS
@@ -135,9 +231,84 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--noise", type=float, default=0.05, help="intensity noise std")
     demo.add_argument("--samples", type=int, default=8, help="posterior samples per image")
     demo.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
+
+    predict = sub.add_parser(
+        "predict", help="posterior mean and std maps from your own image files",
+        description="QPI: two single-plane files (-dz then +dz) or one two-plane stack; "
+        "SR: one file. TIFF (8/16-bit, float, multi-page: one result per plane), PNG or "
+        "NPY. Writes OUTPUT/mean.tif, OUTPUT/std.tif (float32, radians for QPI) and "
+        "OUTPUT/prediction.json.",
+    )
+    _add_model_source(predict)
+    predict.add_argument("--input", nargs="+", required=True, help="input image file(s)")
+    predict.add_argument("--output", required=True, help="folder for the results")
+    _add_sampling(predict)
+    predict.add_argument("--batch-size", type=int, default=16,
+                         help="(tile, sample) pairs per model call: bounds memory")
+    predict.add_argument("--tile", type=int, default=None,
+                         help="tile side in pixels for large images (default: whole image)")
+    predict.add_argument("--overlap", type=int, default=None,
+                         help="tile overlap in pixels (default: a quarter of --tile)")
+    predict.add_argument("--wavelength", type=float, default=None, help="QPI: wavelength (µm)")
+    predict.add_argument("--pixel-size", type=float, default=None,
+                         help="QPI: pixel size in the sample plane (µm)")
+    predict.add_argument("--defocus", type=float, default=None, help="QPI: defocus ±dz (µm)")
+    predict.add_argument("--save-samples", action="store_true",
+                         help="also write the posterior samples to OUTPUT/samples.tif")
+    predict.add_argument("--overwrite", action="store_true", help="replace earlier results")
+
+    train = sub.add_parser(
+        "train", help="train a model on simulated data or your paired images",
+        description="Trains with Keras callbacks; rerunning the same command after a crash "
+        "resumes from OUTPUT/backup. Writes OUTPUT/history.csv, previews and OUTPUT/preset.",
+    )
+    train.add_argument("--task", choices=("qpi", "sr"), default=None,
+                       help="the task (simulated data when --data is not given)")
+    train.add_argument("--data", default=None,
+                       help="paired data: a folder with x/ and y/ (same names) or an .npz")
+    train.add_argument("--output", required=True, help="folder for the run and its preset")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--steps-per-epoch", type=int, default=50)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--image-size", type=int, default=64, help="training crop side")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--from-preset", default=None, help="fine-tune this preset")
+    train.add_argument("--widths", type=_ints, default=None,
+                       help="U-Net widths, e.g. 8,16 (default: the presets' architecture)")
+    train.add_argument("--tensorboard", action="store_true",
+                       help="also log to OUTPUT/logs for TensorBoard")
+    train.add_argument("--preview-every", type=int, default=1,
+                       help="write a preview PNG every N epochs (0: never)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="discard an earlier run in OUTPUT and start again")
+
+    evaluate = sub.add_parser(
+        "evaluate", help="score a model against ground truth and the classical baseline",
+    )
+    _add_model_source(evaluate)
+    evaluate.add_argument("--data", default=None,
+                          help="paired folder (x/, y/) or .npz; default: the simulated test set")
+    evaluate.add_argument("--num-images", type=int, default=64,
+                          help="simulated test images per noise level")
+    evaluate.add_argument("--image-size", type=int, default=128)
+    evaluate.add_argument("--noise", type=float, nargs="+", default=None,
+                          help="QPI intensity noise levels (default 0.05 0.1)")
+    _add_sampling(evaluate, seed=0)
+    evaluate.add_argument("--json", default=None, help="also write the results to this file")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace --json")
+
+    presets = sub.add_parser("presets", help="the built-in presets: task, optics, size, scores")
+    presets.add_argument("names", nargs="*",
+                         help="preset names or folders (default: every built-in preset)")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        _demo(args)
+    commands = {"demo": _demo, "predict": _predict, "train": _train, "evaluate": _evaluate,
+                "presets": _presets}
+    try:
+        commands[args.command](args)
+    except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError) as error:
+        # A user's mistake: the message names it and the fix; no traceback.
+        sys.exit(f"keras-cvdm {args.command}: error: {error}")
 
 
 if __name__ == "__main__":

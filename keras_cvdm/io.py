@@ -165,6 +165,80 @@ def read_stack(path: str | os.PathLike, *, scale: bool = True) -> np.ndarray:
     return image[None] if image.ndim == 2 else image
 
 
+PLANE_EXTENSIONS = IMAGE_EXTENSIONS + (".npy",)
+"""File extensions `read_planes` understands: the images plus NumPy `.npy` arrays."""
+
+
+def read_planes(path: str | os.PathLike, *, scale: bool = True) -> np.ndarray:
+    """Read a file of single-plane (grey) images as a stack `(N, H, W)`.
+
+    The reader behind `keras-cvdm predict`: one plane per measured image, never colour.
+
+    - TIFF: every page is a plane (a multi-page or z/t stack gives `N > 1`); a colour
+      (RGB/RGBA samples) TIFF is refused.
+    - PNG/JPEG/BMP: one plane (8- or 16-bit grey); a colour image is refused.
+    - NPY: a 2-D array is one plane, a 3-D array is read as `(N, H, W)`.
+
+    Integers are scaled as in `read_image` (uint8 / 255, uint16 / 65535).
+
+    Args:
+        path (str | os.PathLike): the file.
+        scale (bool): integer scaling as in `read_image`.
+
+    Returns:
+        np.ndarray: `(N, H, W)`, float32 for integer input, float data unchanged.
+
+    Raises:
+        ValueError: a colour image, an array that is not 2-D or 3-D, a non-numeric array.
+
+    Examples:
+        >>> import numpy as np, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "pair.tif")
+        >>> _ = write_stack(path, np.zeros((2, 8, 6), np.uint16))
+        >>> read_planes(path).shape, read_planes(path).dtype
+        ((2, 8, 6), dtype('float32'))
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        if not path.is_file():
+            raise FileNotFoundError(f"Array file {path} does not exist.")
+        image = np.load(path, allow_pickle=False)
+        if image.ndim not in (2, 3):
+            raise ValueError(
+                f"{path} holds an array of shape {image.shape}; a plane file must be (H, W) "
+                "or a stack (N, H, W)."
+            )
+        if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+            raise ValueError(f"{path} holds {image.dtype} values; real numbers are needed.")
+        image = _scale(image) if scale else image
+        return image[None] if image.ndim == 2 else image
+    suffix = _suffix(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Image file {path} does not exist.")
+    colour = False
+    if suffix in TIFF_EXTENSIONS:
+        with _import_tifffile().TiffFile(path) as tif:
+            series = tif.series[0]
+            colour = "S" in series.axes
+            image = np.asarray(series.asarray())
+            pages = sum(len(s.pages) for s in tif.series)
+            if len(tif.series) > 1 and not colour:
+                image = np.stack([np.asarray(s.asarray()) for s in tif.series])
+                if pages != len(image):
+                    raise ValueError(f"{path} holds series of different shapes; split it first.")
+    else:
+        image = read_image(path, scale=False)
+        colour = image.ndim == 3
+    if colour:
+        raise ValueError(
+            f"{path} is a colour image (shape {image.shape}); a measurement needs one grey "
+            "plane per image. Save the camera's raw grey frames, or convert with "
+            "keras_cvdm.io.to_grayscale if the colour is only a display choice."
+        )
+    image = image.reshape((-1,) + image.shape[-2:]) if image.ndim > 2 else image[None]
+    return _scale(image) if scale else image
+
+
 def _prepare_path(path: str | os.PathLike, overwrite: bool) -> Path:
     path = Path(path)
     if path.exists() and not overwrite:

@@ -9,8 +9,11 @@ from keras_cvdm.data.normalization import QPINormalization
 def reconstruct(
     model, i_minus: np.ndarray, i_plus: np.ndarray, num_samples: int = 8,
     seed: int | None = None, num_steps: int | None = None, sampler: str | None = None,
-    normalization: QPINormalization | None = None, verbose: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
+    normalization: QPINormalization | None = None, verbose: int = 0, *,
+    wavelength: float | None = None, pixel_size: float | None = None,
+    defocus: float | None = None, tile: int | None = None, overlap: int | None = None,
+    batch_size: int | None = None, return_samples: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Phase (radians) and its per-pixel uncertainty from a two-shot defocus pair.
 
     Args:
@@ -22,11 +25,22 @@ def reconstruct(
         num_steps, sampler: sampling settings (default: the model's metadata, else DDIM-50).
         normalization: a `QPINormalization` (default: the one in `model.metadata`).
         verbose: progress bar (0: silent).
+        wavelength, pixel_size, defocus: the optics of the images in micrometres (default:
+            the model's, `model.metadata["forward_model"]`); values outside the range the
+            model was trained for are refused with the range named.
+        tile: reconstruct in overlapping `tile`×`tile` windows (`keras_cvdm.tiling`) so
+            memory does not grow with the image; each window's free phase constant is
+            aligned to its neighbours' before blending, so no step appears at tile borders.
+            An image that fits in one tile gives exactly the untiled result.
+        overlap: tile overlap in pixels (default `tile // 4`).
+        batch_size: (image or tile, sample) pairs per model call (default 16).
+        return_samples: also return the posterior samples.
 
     Returns:
         `(phase, std)`: the posterior mean phase and its standard deviation in radians,
         each with the shape of `i_minus`. Phase follows the training convention (a
-        phase map whose background is near 0 rad).
+        phase map whose background is near 0 rad). With `return_samples`, a third array
+        of samples in radians, `(num_samples, H, W)` (or `(N, num_samples, H, W)`).
 
     Examples:
         >>> import keras_cvdm
@@ -45,13 +59,15 @@ def reconstruct(
         raise ValueError(
             f"i_minus and i_plus differ in shape: {i_minus.shape} vs {i_plus.shape}."
         )
+    tasks.check_optics(model, wavelength=wavelength, pixel_size=pixel_size, defocus=defocus)
     x = norm.pair_to_model(i_minus, i_plus)
-    num_steps, sampler = tasks.sampling_defaults(model, num_steps, sampler)
-    mean, std = model.predict_uncertainty(
-        x, num_samples=num_samples, num_steps=num_steps, sampler=sampler, seed=seed,
-        verbose=verbose,
+    mean, std, samples = tasks.posterior(
+        model, x, num_samples, seed=seed, num_steps=num_steps, sampler=sampler,
+        batch_size=batch_size, tile=tile, overlap=overlap, align_offsets=True,
+        keep_samples=return_samples, verbose=verbose,
     )
     span = norm.phase_max - norm.phase_min
-    phase = norm.denormalize_phase(mean[..., 0])
-    std = (std[..., 0] * span / 2.0).astype(np.float32)
-    return (phase[0], std[0]) if single else (phase, std)
+    out = [norm.denormalize_phase(mean[..., 0]), (std[..., 0] * span / 2.0).astype(np.float32)]
+    if return_samples:
+        out.append(norm.denormalize_phase(samples[..., 0]))
+    return tuple(a[0] for a in out) if single else tuple(out)

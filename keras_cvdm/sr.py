@@ -10,8 +10,10 @@ from keras_cvdm.physics import microscopy
 def reconstruct(
     model, image: np.ndarray, num_samples: int = 8, seed: int | None = None,
     num_steps: int | None = None, sampler: str | None = None, factor: int | None = None,
-    normalization: SRNormalization | None = None, verbose: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
+    normalization: SRNormalization | None = None, verbose: int = 0, *,
+    tile: int | None = None, overlap: int | None = None, batch_size: int | None = None,
+    return_samples: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Super-resolved image and its per-pixel uncertainty from a wide-field image.
 
     The image is interpolated onto the `factor`× finer grid (cubic, as in training),
@@ -28,10 +30,17 @@ def reconstruct(
             `model.metadata`, when it records one).
         normalization: an `SRNormalization` (default: the one in `model.metadata`).
         verbose: progress bar (0: silent).
+        tile: reconstruct in overlapping windows of `tile`×`tile` pixels of the *output*
+            grid (`keras_cvdm.tiling`), so memory does not grow with the image; an image
+            that fits in one tile gives exactly the untiled result.
+        overlap: tile overlap in output pixels (default `tile // 4`).
+        batch_size: (image or tile, sample) pairs per model call (default 16).
+        return_samples: also return the posterior samples.
 
     Returns:
         `(image, std)`, each `(factor·H, factor·W)` (or with the leading `N`), in the
-        input's units.
+        input's units; with `return_samples`, a third array of samples
+        `(num_samples, factor·H, factor·W)` (or with the leading `N`).
 
     Examples:
         >>> import numpy as np, keras_cvdm
@@ -63,12 +72,15 @@ def reconstruct(
         xs.append(x)
         ranges.append((low, high))
     x = np.stack(xs)[..., None]
-    num_steps, sampler = tasks.sampling_defaults(model, num_steps, sampler)
-    mean, std = model.predict_uncertainty(
-        x, num_samples=num_samples, num_steps=num_steps, sampler=sampler, seed=seed,
+    mean, std, samples = tasks.posterior(
+        model, x, num_samples, seed=seed, num_steps=num_steps, sampler=sampler,
+        batch_size=batch_size, tile=tile, overlap=overlap, keep_samples=return_samples,
         verbose=verbose,
     )
-    out = np.stack([norm.denormalize(m[..., 0], lo, hi) for m, (lo, hi) in zip(mean, ranges)])
+    out = [np.stack([norm.denormalize(m[..., 0], lo, hi) for m, (lo, hi) in zip(mean, ranges)])]
     spread = np.array([(hi - lo) / 2.0 for lo, hi in ranges], dtype=np.float32)[:, None, None]
-    std = (std[..., 0] * spread).astype(np.float32)
-    return (out[0], std[0]) if single else (out, std)
+    out.append((std[..., 0] * spread).astype(np.float32))
+    if return_samples:
+        out.append(np.stack([norm.denormalize(s[..., 0], lo, hi)
+                             for s, (lo, hi) in zip(samples, ranges)]))
+    return tuple(a[0] for a in out) if single else tuple(out)

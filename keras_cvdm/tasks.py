@@ -104,3 +104,132 @@ def as_stack(image, name):
     if not np.all(np.isfinite(image)):
         raise ValueError(f"`{name}` contains NaN or Inf values; clean or mask them first.")
     return image if image.ndim == 3 else image[None]
+
+
+def posterior(model, x, num_samples, seed=None, num_steps=None, sampler=None,
+              batch_size=None, tile=None, overlap=None, align_offsets=False,
+              keep_samples=False, verbose=0):
+    """Posterior mean, std (and samples) of a normalised condition, whole or in tiles.
+
+    The one sampling path of `qpi.reconstruct`, `sr.reconstruct` and `keras-cvdm
+    predict`. With `tile` set, the image is cut into overlapping `tile`×`tile` windows
+    (`keras_cvdm.tiling`): memory is bounded by the tile and `batch_size`, and an
+    image that fits in one tile gives exactly the whole-image result.
+
+    Args:
+        model: a `CVDM`.
+        x: model-space conditions `(N, H, W, C)`.
+        num_samples: posterior samples per image (≥ 2).
+        seed: integer seed (None: a fresh one).
+        num_steps, sampler: sampling settings (default: the model's metadata).
+        batch_size: (image or tile, sample) pairs per compiled call (default 16).
+        tile: tile side in pixels, or None for the whole image.
+        overlap: tile overlap in pixels (default: a quarter of `tile`).
+        align_offsets: remove a free constant per tile before blending (QPI phase).
+        keep_samples: also return the samples.
+        verbose: progress bar (0: silent).
+
+    Returns:
+        `(mean, std, samples)` in model units: `(N, H, W, Cy)` twice and
+        `(N, K, H, W, Cy)` (None unless `keep_samples`).
+
+    Examples:
+        >>> from keras_cvdm import CVDM
+        >>> from keras_cvdm.layers import UNetDenoiser
+        >>> model = CVDM(denoiser=UNetDenoiser(1, widths=(8, 16)))
+        >>> model.build((None, 8, 8, 2))
+        >>> x = np.zeros((1, 12, 12, 2), "float32")
+        >>> mean, std, _ = posterior(model, x, 2, seed=0, num_steps=2, tile=8, overlap=2)
+        >>> mean.shape, bool(np.all(std >= 0))
+        ((1, 12, 12, 1), True)
+    """
+    from keras_cvdm import metrics, sampling, tiling, validation
+
+    num_steps, sampler = sampling_defaults(model, num_steps, sampler)
+    seed = sampling.resolve_seed(seed)
+    batch_size = validation.check_int(16 if batch_size is None else batch_size,
+                                      "batch_size", minimum=1)
+    if validation.check_int(num_samples, "num_samples") < 2:
+        raise ValueError("A standard deviation needs num_samples >= 2.")
+
+    def sample_fn(batch, batch_seed):
+        return model.predict_samples(
+            batch, num_samples=num_samples, num_steps=num_steps, sampler=sampler,
+            batch_size=batch_size, seed=batch_seed, verbose=0 if tile else verbose,
+        )
+
+    if tile is None:
+        if overlap is not None:
+            raise ValueError("`overlap` applies to tiled prediction only; pass `tile=` too.")
+        samples = sample_fn(x, seed)
+        mean, std = metrics.mean_and_std(samples, axis=1)
+        return mean, std, samples if keep_samples else None
+    tile = validation.check_int(tile, "tile", minimum=1)
+    overlap = tile // 4 if overlap is None else validation.check_int(overlap, "overlap")
+    result = tiling.predict_tiled(
+        sample_fn, x, tile, overlap, num_samples, seed, align_offsets=align_offsets,
+        keep_samples=keep_samples, tiles_per_call=max(1, batch_size // num_samples),
+        verbose=verbose,
+    )
+    return result["mean"], result["std"], result["samples"]
+
+
+#: The optics keywords of `qpi.reconstruct` and their metadata keys (micrometres).
+OPTICS = {"wavelength": "wavelength_um", "pixel_size": "pixel_size_um", "defocus": "defocus_um"}
+
+
+def check_optics(model, **optics):
+    """The optics a QPI reconstruction uses: the caller's values, checked against the model.
+
+    A model's metadata records the optics it was trained with (`forward_model`) and,
+    when it was trained over a range of optics, that range (`forward_model["optics_range"]`,
+    `{"wavelength_um": [low, high], ...}`). A value outside what the model knows is
+    refused: the network cannot tell the optics from the images.
+
+    Args:
+        model: a QPI `CVDM`.
+        **optics: `wavelength`, `pixel_size`, `defocus` in micrometres, each a number or
+            None (None: the model's).
+
+    Returns:
+        dict `{"wavelength_um": ..., "pixel_size_um": ..., "defocus_um": ...}`.
+
+    Raises:
+        ValueError: a value outside the model's range (the message names the range).
+
+    Examples:
+        >>> from keras_cvdm import CVDM
+        >>> model = CVDM(metadata={"forward_model": {"wavelength_um": 0.5,
+        ...     "pixel_size_um": 0.2, "defocus_um": 1.0}})
+        >>> check_optics(model, defocus=1.0)["wavelength_um"]
+        0.5
+    """
+    trained = model.metadata.get("forward_model", {})
+    ranges = trained.get("optics_range", {})
+    used = {}
+    for name, key in OPTICS.items():
+        value = optics.get(name)
+        if value is None:
+            if key in trained:
+                used[key] = trained[key]
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise ValueError(f"`{name}` must be a number in micrometres, got {value!r}.")
+        value = float(value)
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"`{name}` must be a positive number of micrometres, got {value}.")
+        low, high = ranges.get(key, (trained.get(key), trained.get(key)))
+        if low is None:
+            raise ValueError(
+                f"The model's metadata records no {key}; it cannot check `{name}={value}`. "
+                "Leave the optics unset or use a model whose metadata records them."
+            )
+        if not low * (1 - 1e-3) <= value <= high * (1 + 1e-3):
+            known = f"{low} µm" if low == high else f"{low}–{high} µm"
+            raise ValueError(
+                f"`{name}={value}` µm is outside the optics this model was trained for "
+                f"({key} {known}). Its phase would be wrong by an unknown factor: use a "
+                f"model trained for your optics (keras-cvdm train), or {name} within {known}."
+            )
+        used[key] = value
+    return used

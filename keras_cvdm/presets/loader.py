@@ -203,6 +203,49 @@ def save_preset(model, folder, metadata=None, overwrite: bool = False) -> dict:
     return metadata
 
 
+def describe_preset(name_or_folder) -> dict:
+    """What a preset folder holds, read from its files without building the model.
+
+    Args:
+        name_or_folder: a built-in preset name or a preset folder.
+
+    Returns:
+        dict: `name`, `task`, `description`, `optics` (the metadata's forward model),
+        `weights_mb`, `sampling` and `scores` (the stored held-out metrics, flattened
+        to `"set/level/metric": value`).
+
+    Examples:
+        >>> row = describe_preset("sr-microscopy")
+        >>> row["task"], row["optics"]["factor"], row["weights_mb"] < 15
+        ('sr', 2, True)
+    """
+    name = os.fspath(name_or_folder)
+    folder = registry.builtin_folder(name) if name in registry.BUILTIN_PRESETS else name
+    metadata = _read_json_object(os.path.join(folder, METADATA_FILE))
+    scores = {}
+
+    def flatten(prefix, value):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                if key != "by_kind":
+                    flatten(f"{prefix}/{key}" if prefix else key, inner)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            scores[prefix] = value
+
+    flatten("", metadata.get("validation", {}))
+    weights = os.path.join(folder, WEIGHTS_FILE)
+    return {
+        "name": name,
+        "task": metadata.get("task"),
+        "description": registry.BUILTIN_PRESETS.get(name, metadata.get("description", "")),
+        "optics": {k: v for k, v in metadata.get("forward_model", {}).items()},
+        "weights_mb": round(os.path.getsize(weights) / 1e6, 1) if os.path.exists(weights)
+        else None,
+        "sampling": metadata.get("sampling", {}),
+        "scores": scores,
+    }
+
+
 def _read_json_object(path):
     try:
         with open(path) as f:
