@@ -1,0 +1,171 @@
+"""`keras-cvdm predict` and `keras-cvdm presets`: the user's files in, result files out."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import keras_cvdm
+from keras_cvdm import cli, io, prediction
+from keras_cvdm.data import qpi_test_set
+
+tifffile = pytest.importorskip("tifffile")
+
+FAST = ["--samples", "2", "--steps", "2", "--seed", "3"]
+
+
+def _camera_pair(folder, n=1, size=32, counts=20000):
+    """A QPI test pair written as uint16 camera frames; returns paths, phase."""
+    i_minus, i_plus, phase = qpi_test_set(n, size, noise_std=0.05)
+    paths = []
+    for name, image in (("minus.tif", i_minus), ("plus.tif", i_plus)):
+        path = os.path.join(folder, name)
+        frames = np.clip(image * counts, 0, 65535).astype(np.uint16)
+        tifffile.imwrite(path, frames[0] if n == 1 else frames, photometric="minisblack")
+        paths.append(path)
+    return paths, phase
+
+
+def _predict(*args):
+    cli.main(["predict", *args])
+
+
+def test_qpi_from_uint16_tiffs_writes_finite_maps_and_a_record(tmp_path):
+    paths, _ = _camera_pair(tmp_path, size=36)
+    out = tmp_path / "out"
+    _predict("--preset", "qpi", "--input", *paths, "--output", str(out), *FAST)
+    mean, std = io.read_image(out / "mean.tif"), io.read_image(out / "std.tif")
+    assert mean.shape == std.shape == (36, 36)
+    assert mean.dtype == std.dtype == np.float32
+    assert np.all(np.isfinite(mean)) and np.all(std >= 0) and np.any(std > 0)
+    record = json.loads((out / "prediction.json").read_text())
+    model = keras_cvdm.from_preset("qpi")
+    assert record["model"]["weights_sha256"] == model.metadata["weights_sha256"]
+    assert record["optics"]["wavelength_um"] == model.metadata["forward_model"]["wavelength_um"]
+    assert (record["samples"], record["steps"], record["seed"]) == (2, 2, 3)
+    assert record["units"] == "rad" and record["versions"]["keras"]
+    assert record["elapsed_seconds"] > 0
+    # The files hold what the library returns for the same arrays and seed; the camera's
+    # unit (uint16 counts vs float) does not matter: QPI normalises by the mean intensity.
+    i_minus = io.read_image(paths[0])
+    i_plus = io.read_image(paths[1])
+    expected, _ = keras_cvdm.qpi.reconstruct(model, i_minus, i_plus, num_samples=2,
+                                             num_steps=2, seed=3)
+    np.testing.assert_allclose(mean, expected, atol=1e-5)
+
+
+def test_stacks_give_one_result_per_plane_and_samples_are_saved(tmp_path):
+    paths, _ = _camera_pair(tmp_path, n=3, size=32)
+    out = tmp_path / "out"
+    _predict("--preset", "qpi", "--input", *paths, "--output", str(out), "--save-samples",
+             *FAST)
+    mean = io.read_planes(out / "mean.tif")
+    samples = io.read_planes(out / "samples.tif")
+    assert mean.shape == (3, 32, 32)
+    assert samples.shape == (3 * 2, 32, 32)
+    # Pages are image-major: the two samples of result n average to its mean.
+    np.testing.assert_allclose(samples.reshape(3, 2, 32, 32).mean(axis=1), mean, atol=1e-5)
+    # One two-plane stack (−dz, +dz) is the same measurement as two files.
+    pair = np.stack([io.read_planes(paths[0])[0], io.read_planes(paths[1])[0]])
+    np.save(tmp_path / "pair.npy", pair)
+    _predict("--preset", "qpi", "--input", str(tmp_path / "pair.npy"),
+             "--output", str(tmp_path / "one"), *FAST)
+    alone, _ = keras_cvdm.qpi.reconstruct(
+        keras_cvdm.from_preset("qpi"), pair[0], pair[1], num_samples=2, num_steps=2, seed=3)
+    np.testing.assert_allclose(io.read_image(tmp_path / "one" / "mean.tif"), alone, atol=1e-5)
+
+
+def test_sr_from_a_png(tmp_path):
+    rng = np.random.default_rng(0)
+    image = (1000 + 3000 * rng.random((20, 24))).astype(np.uint16)
+    path = tmp_path / "widefield.png"
+    io.write_image(path, image)
+    out = tmp_path / "out"
+    _predict("--preset", "sr-microscopy", "--input", str(path), "--output", str(out), *FAST)
+    mean = io.read_image(out / "mean.tif")
+    assert mean.shape == (40, 48) and np.all(np.isfinite(mean))
+    # In the input's units (PNG uint16 read as counts / 65535).
+    assert 0.5 * image.min() / 65535 < np.median(mean) < 2 * image.max() / 65535
+    assert json.loads((out / "prediction.json").read_text())["units"] == "input units"
+
+
+def test_existing_results_are_not_overwritten(tmp_path):
+    paths, _ = _camera_pair(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mean.tif").write_bytes(b"earlier result")
+    with pytest.raises(SystemExit) as exit_info:
+        _predict("--preset", "qpi", "--input", *paths, "--output", str(out), *FAST)
+    assert exit_info.value.code != 0 and "--overwrite" in str(exit_info.value.code)
+    assert (out / "mean.tif").read_bytes() == b"earlier result"
+    assert sorted(os.listdir(out)) == ["mean.tif"]
+    _predict("--preset", "qpi", "--input", *paths, "--output", str(out), "--overwrite", *FAST)
+    assert io.read_image(out / "mean.tif").shape == (32, 32)
+
+
+def test_a_saved_keras_model_file_is_accepted(tmp_path):
+    model = keras_cvdm.from_preset("sr-microscopy")
+    model.save(tmp_path / "mine.keras")
+    np.save(tmp_path / "w.npy", np.random.default_rng(1).random((16, 16)).astype("float32"))
+    record = prediction.predict_files(
+        [tmp_path / "w.npy"], tmp_path / "out", model_file=tmp_path / "mine.keras",
+        num_samples=2, num_steps=2, seed=0)
+    assert record["model"]["sha256"] == keras_cvdm.presets.sha256_of(tmp_path / "mine.keras")
+    assert io.read_image(tmp_path / "out" / "std.tif").shape == (32, 32)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("three_files", "two input files"),
+    ("three_planes", "holds 3 plane"),
+    ("shapes", "differ in shape"),
+    ("rgb", "colour image"),
+    ("optics", "outside the optics"),
+])
+def test_bad_input_is_refused_before_anything_is_written(tmp_path, case, message):
+    paths, _ = _camera_pair(tmp_path)
+    extra = []
+    if case == "three_files":
+        paths = paths + paths[:1]
+    elif case == "three_planes":
+        np.save(tmp_path / "s.npy", np.ones((3, 16, 16)))
+        paths = [str(tmp_path / "s.npy")]
+    elif case == "shapes":
+        np.save(tmp_path / "small.npy", np.ones((16, 16)))
+        paths = [paths[0], str(tmp_path / "small.npy")]
+    elif case == "rgb":
+        tifffile.imwrite(tmp_path / "rgb.tif", np.ones((16, 16, 3), np.uint8), photometric="rgb")
+        paths = [str(tmp_path / "rgb.tif"), paths[1]]
+    elif case == "optics":
+        extra = ["--wavelength", "0.9"]
+    with pytest.raises(SystemExit) as exit_info:
+        _predict("--preset", "qpi", "--input", *paths, "--output", str(tmp_path / "out"),
+                 *extra, *FAST)
+    assert message in str(exit_info.value.code)
+    assert not (tmp_path / "out").exists()
+
+
+def test_optics_within_the_models_range_are_accepted_and_recorded():
+    model = keras_cvdm.from_preset("qpi")
+    i_minus, i_plus, _ = qpi_test_set(1, 16, noise_std=0.05)
+    optics = model.metadata["forward_model"]
+    phase, _ = keras_cvdm.qpi.reconstruct(
+        model, i_minus[0], i_plus[0], num_samples=2, num_steps=2, seed=0,
+        wavelength=optics["wavelength_um"], defocus=optics["defocus_um"])
+    assert phase.shape == (16, 16)
+    model.metadata = {**model.metadata, "forward_model": {
+        **optics, "optics_range": {"wavelength_um": [0.45, 0.65]}}}
+    assert keras_cvdm.tasks.check_optics(model, wavelength=0.6)["wavelength_um"] == 0.6
+    with pytest.raises(ValueError, match="0.45–0.65"):
+        keras_cvdm.tasks.check_optics(model, wavelength=0.7)
+
+
+def test_presets_command_lists_task_size_and_scores(capsys):
+    cli.main(["presets"])
+    text = capsys.readouterr().out
+    for name in keras_cvdm.list_presets():
+        row = keras_cvdm.presets.describe_preset(name)
+        assert f"{name}  (task {row['task']}, weights {row['weights_mb']} MB" in text
+    metadata = keras_cvdm.from_preset("qpi").metadata
+    stored = metadata["validation"]["qpi_test_set"]["0.05"]["cvdm_mae_aligned"]
+    assert f"qpi_test_set/0.05/cvdm_mae_aligned: {stored:.3f}" in text
