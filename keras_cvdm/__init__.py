@@ -5,7 +5,7 @@ on the measurement, for scientific inverse problems (quantitative phase imaging,
 super-resolution microscopy), with per-pixel uncertainty from posterior samples.
 """
 
-from keras_cvdm import data, io, layers, losses, metrics, physics, qpi, schedules, sr
+from keras_cvdm import data, io, layers, losses, metrics, physics, qpi, schedules, sr, tiling
 from keras_cvdm.model import CVDM
 from keras_cvdm.presets import from_preset, list_presets, save_preset
 from keras_cvdm.schedules import CosineSchedule, LearnedSchedule, LinearSchedule
@@ -29,4 +29,5 @@ __all__ = [
     "save_preset",
     "schedules",
     "sr",
+    "tiling",
 ]
