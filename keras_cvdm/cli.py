@@ -133,6 +133,13 @@ def _add_sampling(parser, samples=8, seed=None):
                         + ("a fresh one, recorded in the output)" if seed is None else f"{seed})"))
 
 
+def _add_tiling(parser):
+    parser.add_argument("--tile", type=int, default=None,
+                        help="tile side in pixels for large images (default: whole image)")
+    parser.add_argument("--overlap", type=int, default=None,
+                        help="tile overlap in pixels (default: a quarter of --tile)")
+
+
 def _add_model_source(parser):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--preset", help="a built-in preset name, a preset folder or a URL")
@@ -176,7 +183,7 @@ def _evaluate(args):
     results = evaluation.evaluate(
         model, data=args.data, num_images=args.num_images, image_size=args.image_size,
         noise_levels=args.noise, num_samples=args.samples, seed=args.seed,
-        num_steps=args.steps, sampler=args.sampler,
+        num_steps=args.steps, sampler=args.sampler, tile=args.tile, overlap=args.overlap,
     )
     results = {"model": source, "backend": keras.backend.backend(), **results}
     print(evaluation.format_table(results))
@@ -245,10 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     _add_sampling(predict)
     predict.add_argument("--batch-size", type=int, default=16,
                          help="(tile, sample) pairs per model call: bounds memory")
-    predict.add_argument("--tile", type=int, default=None,
-                         help="tile side in pixels for large images (default: whole image)")
-    predict.add_argument("--overlap", type=int, default=None,
-                         help="tile overlap in pixels (default: a quarter of --tile)")
+    _add_tiling(predict)
     predict.add_argument("--wavelength", type=float, default=None, help="QPI: wavelength (µm)")
     predict.add_argument("--pixel-size", type=float, default=None,
                          help="QPI: pixel size in the sample plane (µm)")
@@ -295,6 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--noise", type=float, nargs="+", default=None,
                           help="QPI intensity noise levels (default 0.05 0.1)")
     _add_sampling(evaluate, seed=0)
+    _add_tiling(evaluate)
     evaluate.add_argument("--json", default=None, help="also write the results to this file")
     evaluate.add_argument("--overwrite", action="store_true", help="replace --json")
 

@@ -5,10 +5,13 @@
 - `tie`: the transport-of-intensity phase baseline and its regularisation tuning.
 - `microscopy`: widefield fluorescence degradation (PSFs, blur, binning, noise,
   up-sampling).
+- `deconvolution`: the Richardson–Lucy baseline for super-resolution (scikit-image) and
+  its iteration-count tuning.
 
 Lengths are in micrometres.
 """
 
+from keras_cvdm.physics.deconvolution import richardson_lucy, sr_psf, tune_richardson_lucy
 from keras_cvdm.physics.microscopy import (
     airy_psf,
     convolve,
@@ -51,7 +54,10 @@ __all__ = [
     "make_psf",
     "poisson_gaussian_noise",
     "polychromatic_defocus",
+    "richardson_lucy",
+    "sr_psf",
     "tie_phase",
+    "tune_richardson_lucy",
     "tune_tie_regularization",
     "upsample",
 ]
