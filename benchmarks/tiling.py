@@ -67,6 +67,53 @@ def run_predict(backend, paths, output, tile, samples, steps, threads):
     return seconds, usage.ru_maxrss / 1024.0
 
 
+def render(payload):
+    """The RESULTS.md section for a payload of rows."""
+    from keras_cvdm.tiling import tile_grid
+
+    rows, tile, overlap = payload["rows"], payload["tile"], payload["overlap"]
+    for r in rows:
+        r["tiles"] = len(tile_grid(r["size"], r["size"], tile, overlap)) if r["tiled"] else 1
+    tiled = [r for r in rows if r["tiled"]]
+    base, largest = tiled[0], tiled[-1]
+    lines = [
+        "## Tiled prediction (`benchmarks/tiling.py`)",
+        "",
+        f"`keras-cvdm predict --preset qpi --tile {tile} --overlap {overlap} --samples "
+        f"{payload['samples']} --steps {payload['steps']}` on one simulated field per size, each "
+        f"in a fresh process ({payload['backend']}, {payload['threads']} threads; "
+        f"{payload['machine']}). Peak memory is the process's resident high-water mark (model, "
+        "framework and output maps included); time includes start-up and loading the preset. "
+        "The marginal time per tile is the time added from the previous tiled size divided by "
+        "the tiles added: constant when time is linear in the tiles, and the tiles grow as "
+        "the pixels.",
+        "",
+        "| size | tiled | tiles | seconds | marginal s/tile | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    previous = None
+    for r in rows:
+        marginal = ""
+        if r["tiled"] and previous is not None:
+            added = r["tiles"] - previous["tiles"]
+            marginal = f"{(r['seconds'] - previous['seconds']) / added:.2f}"
+        lines.append(
+            f"| {r['size']}² | {'yes' if r['tiled'] else 'no (whole image)'} | {r['tiles']} | "
+            f"{r['seconds']} | {marginal} | {r['peak_rss_mib']} |"
+        )
+        previous = r if r["tiled"] else previous
+    lines += [
+        "",
+        f"From {base['size']}² to {largest['size']}² ({(largest['size'] / base['size']) ** 2:.0f}× "
+        f"the pixels) peak memory goes from {base['peak_rss_mib']} to "
+        f"{largest['peak_rss_mib']} MiB ({largest['peak_rss_mib'] / base['peak_rss_mib']:.2f}×); "
+        "without tiles it grows with the image.",
+    ]
+    if payload.get("note"):
+        lines += ["", payload["note"]]
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", default="tensorflow")
@@ -92,39 +139,10 @@ def main():
                        "peak_rss_mib": round(peak)}
                 rows.append(row)
                 print(row, flush=True)
-    tiled = [r for r in rows if r["tiled"]]
-    base = tiled[0]
-    lines = [
-        "## Tiled prediction (`benchmarks/tiling.py`)",
-        "",
-        f"`keras-cvdm predict --preset qpi --tile {TILE} --overlap {OVERLAP} --samples "
-        f"{args.samples} --steps {args.steps}` on one simulated field per size, each in a fresh "
-        f"process ({args.backend}, {args.threads} threads; {machine()}). Peak memory is the "
-        "process's resident high-water mark (model, framework and output maps included); "
-        "time includes start-up and loading the preset.",
-        "",
-        "| size | tiled | seconds | × time of the smallest | pixels × | peak RSS (MiB) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['size']}² | {'yes' if r['tiled'] else 'no (whole image)'} | {r['seconds']} | "
-            f"{r['seconds'] / base['seconds']:.1f} | {(r['size'] / base['size']) ** 2:.0f} | "
-            f"{r['peak_rss_mib']} |"
-        )
-    largest = tiled[-1]
-    lines += [
-        "",
-        f"From {base['size']}² to {largest['size']}² ({(largest['size'] / base['size']) ** 2:.0f}× "
-        f"the pixels) peak memory goes from {base['peak_rss_mib']} to "
-        f"{largest['peak_rss_mib']} MiB ({largest['peak_rss_mib'] / base['peak_rss_mib']:.2f}×) "
-        f"and time from {base['seconds']} to {largest['seconds']} s "
-        f"({largest['seconds'] / base['seconds']:.1f}×).",
-    ]
     payload = {"machine": machine(), "backend": args.backend, "tile": TILE,
                "overlap": OVERLAP, "samples": args.samples, "steps": args.steps,
                "threads": args.threads, "rows": rows}
-    write_section("tiling", "\n".join(lines), payload)
+    write_section("tiling", render(payload), payload)
 
 
 if __name__ == "__main__":
