@@ -311,8 +311,9 @@ def main(argv: list[str] | None = None) -> None:
                 "presets": _presets}
     try:
         commands[args.command](args)
-    except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError) as error:
-        # A user's mistake: the message names it and the fix; no traceback.
+    except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError,
+            RuntimeError) as error:
+        # A user's mistake or a diverged run: the message names it and the fix.
         sys.exit(f"keras-cvdm {args.command}: error: {error}")
 
 
