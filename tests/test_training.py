@@ -100,6 +100,14 @@ def test_simulated_qpi_run_writes_history_preview_and_a_working_preset(qpi_run):
                                             num_steps=2, seed=0)
     assert phase.shape == std.shape == (16, 16)
     assert np.all(np.isfinite(phase)) and np.all(std >= 0)
+    # ... and the predict command takes the run's preset folder.
+    pair = os.path.join(qpi_run, "..", "pair.npy")
+    np.save(pair, np.stack([i_minus[0], i_plus[0]]))
+    results = os.path.join(qpi_run, "..", "results")
+    cli.main(["predict", "--preset", os.path.join(qpi_run, "preset"), "--input", pair,
+              "--output", results, "--samples", "2", "--steps", "2", "--seed", "0"])
+    np.testing.assert_allclose(keras_cvdm.io.read_image(os.path.join(results, "mean.tif")),
+                               phase, atol=1e-5)
 
 
 def test_tensorboard_writes_event_files(qpi_run, tmp_path):
