@@ -48,6 +48,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/tie_baseline.py
 	$(PY) benchmarks/train_speed.py
 	$(PY) benchmarks/sample_speed.py
+	$(PY) benchmarks/tiling.py
 	$(PY) benchmarks/preset_quality.py
 
 clean:
