@@ -5,7 +5,19 @@ on the measurement, for scientific inverse problems (quantitative phase imaging,
 super-resolution microscopy), with per-pixel uncertainty from posterior samples.
 """
 
-from keras_cvdm import data, io, layers, losses, metrics, physics, qpi, schedules, sr, tiling
+from keras_cvdm import (
+    _backend_check,  # noqa: F401  (first: a clear error, not a traceback)
+    data,
+    io,
+    layers,
+    losses,
+    metrics,
+    physics,
+    qpi,
+    schedules,
+    sr,
+    tiling,
+)
 from keras_cvdm.model import CVDM
 from keras_cvdm.presets import from_preset, list_presets, save_preset
 from keras_cvdm.schedules import CosineSchedule, LearnedSchedule, LinearSchedule

@@ -156,7 +156,7 @@ def _train(args):
         from_preset=args.from_preset, widths=args.widths, tensorboard=args.tensorboard,
         preview_every=args.preview_every, overwrite=args.overwrite,
     )
-    print(f"preset: {folder}")
+    return folder
 
 
 def _predict(args):
@@ -226,21 +226,31 @@ def main(argv: list[str] | None = None) -> None:
         ...
         SystemExit: 0
     """
-    parser = argparse.ArgumentParser(prog="keras-cvdm", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="keras-cvdm",
+        description="Conditional variational diffusion models for phase imaging and "
+        "super-resolution microscopy, with per-pixel uncertainty. The Keras backend comes "
+        "from KERAS_BACKEND (tensorflow, jax or torch).",
+    )
+    from keras_cvdm.version import __version__
+
+    parser.add_argument("--version", action="version", version=f"keras-cvdm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    shown = argparse.ArgumentDefaultsHelpFormatter  # every option's help shows its default
     demo = sub.add_parser(
-        "demo",
+        "demo", formatter_class=shown,
         help="reconstruct simulated phase objects with the pretrained qpi preset",
     )
     demo.add_argument("--output", default="demo_output", help="folder for the figure")
     demo.add_argument("--num-images", type=int, default=4, help="test images")
-    demo.add_argument("--image-size", type=int, default=128)
+    demo.add_argument("--image-size", type=int, default=128, help="image side")
     demo.add_argument("--noise", type=float, default=0.05, help="intensity noise std")
     demo.add_argument("--samples", type=int, default=8, help="posterior samples per image")
     demo.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
 
     predict = sub.add_parser(
-        "predict", help="posterior mean and std maps from your own image files",
+        "predict", formatter_class=shown,
+        help="posterior mean and std maps from your own image files",
         description="QPI: two single-plane files (-dz then +dz) or one two-plane stack; "
         "SR: one file. TIFF (8/16-bit, float, multi-page: one result per plane), PNG or "
         "NPY. Writes OUTPUT/mean.tif, OUTPUT/std.tif (float32, radians for QPI) and "
@@ -262,7 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     predict.add_argument("--overwrite", action="store_true", help="replace earlier results")
 
     train = sub.add_parser(
-        "train", help="train a model on simulated data or your paired images",
+        "train", formatter_class=shown,
+        help="train a model on simulated data or your paired images",
         description="Trains with Keras callbacks; rerunning the same command after a crash "
         "resumes from OUTPUT/backup. Writes OUTPUT/history.csv, previews and OUTPUT/preset.",
     )
@@ -271,15 +282,15 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--data", default=None,
                        help="paired data: a folder with x/ and y/ (same names) or an .npz")
     train.add_argument("--output", required=True, help="folder for the run and its preset")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--steps-per-epoch", type=int, default=50)
-    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--epochs", type=int, default=10, help="epochs in all (raise to continue)")
+    train.add_argument("--steps-per-epoch", type=int, default=50, help="batches per epoch")
+    train.add_argument("--batch-size", type=int, default=8, help="examples per batch")
     train.add_argument("--image-size", type=int, default=64, help="training crop side")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--seed", type=int, default=0, help="seeds the model and data")
+    train.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's rate")
     train.add_argument("--from-preset", default=None, help="fine-tune this preset")
     train.add_argument("--widths", type=_ints, default=None,
-                       help="U-Net widths, e.g. 8,16 (default: the presets' architecture)")
+                       help="U-Net widths, e.g. 8,16 (None: the presets' architecture)")
     train.add_argument("--tensorboard", action="store_true",
                        help="also log to OUTPUT/logs for TensorBoard")
     train.add_argument("--preview-every", type=int, default=1,
@@ -288,14 +299,16 @@ def main(argv: list[str] | None = None) -> None:
                        help="discard an earlier run in OUTPUT and start again")
 
     evaluate = sub.add_parser(
-        "evaluate", help="score a model against ground truth and the classical baseline",
+        "evaluate", formatter_class=shown,
+        help="score a model against ground truth and the classical baseline",
     )
     _add_model_source(evaluate)
     evaluate.add_argument("--data", default=None,
                           help="paired folder (x/, y/) or .npz; default: the simulated test set")
     evaluate.add_argument("--num-images", type=int, default=64,
                           help="simulated test images per noise level")
-    evaluate.add_argument("--image-size", type=int, default=128)
+    evaluate.add_argument("--image-size", type=int, default=128,
+                          help="simulated image side")
     evaluate.add_argument("--noise", type=float, nargs="+", default=None,
                           help="QPI intensity noise levels (default 0.05 0.1)")
     _add_sampling(evaluate, seed=0)
@@ -303,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--json", default=None, help="also write the results to this file")
     evaluate.add_argument("--overwrite", action="store_true", help="replace --json")
 
-    presets = sub.add_parser("presets", help="the built-in presets: task, optics, size, scores")
+    presets = sub.add_parser("presets", formatter_class=shown,
+                             help="the built-in presets: task, optics, size, scores")
     presets.add_argument("names", nargs="*",
                          help="preset names or folders (default: every built-in preset)")
     args = parser.parse_args(argv)
@@ -312,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         commands[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError,
-            RuntimeError) as error:
+            RuntimeError, ImportError) as error:
         # A user's mistake or a diverged run: the message names it and the fix.
         sys.exit(f"keras-cvdm {args.command}: error: {error}")
 

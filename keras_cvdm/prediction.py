@@ -94,7 +94,8 @@ def read_inputs(task, inputs):
         [(1, 8, 8), (1, 8, 8)]
     """
     inputs = [Path(p) for p in inputs]
-    stacks = [io.read_planes(p) for p in inputs]
+    # Unscaled: results come back in the file's own units (camera counts stay counts).
+    stacks = [io.read_planes(p, scale=False).astype(np.float32) for p in inputs]
     if task == "sr":
         if len(stacks) != 1:
             raise ValueError(
@@ -163,9 +164,11 @@ def predict_files(inputs, output, *, preset=None, model_file=None, num_samples=8
     existing = [name for name in names if (output / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(
-            f"{output} already holds {', '.join(existing)}; pass --overwrite (overwrite=True) "
-            "to replace them, or choose another output folder."
+            f"{output} already holds {', '.join(existing)}; pass --overwrite on the command "
+            "line (overwrite=True in Python) to replace them, or choose another output folder."
         )
+    for path in inputs:  # unreadable or colour files fail now, before the model loads
+        io.read_planes(path, scale=False)
     model, source = load_model(preset=preset, model_file=model_file)
     task = model.metadata.get("task")
     arrays = read_inputs(task, inputs)
@@ -183,7 +186,7 @@ def predict_files(inputs, output, *, preset=None, model_file=None, num_samples=8
         if any(v is not None for v in (wavelength, pixel_size, defocus)):
             raise ValueError("--wavelength, --pixel-size and --defocus apply to QPI models only.")
         results = sr.reconstruct(model, *arrays, **common)
-        record["units"] = "input units"
+        record["units"] = "the input file's units"
     mean, std = results[0], results[1]
     num_steps, sampler = tasks.sampling_defaults(model, num_steps, sampler)
     overlap = tile // 4 if tile is not None and overlap is None else overlap

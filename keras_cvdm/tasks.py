@@ -225,11 +225,11 @@ def check_optics(model, **optics):
                 "Leave the optics unset or use a model whose metadata records them."
             )
         if not low * (1 - 1e-3) <= value <= high * (1 + 1e-3):
-            known = f"{low} µm" if low == high else f"{low}–{high} µm"
+            known = f"only {key} = {low}" if low == high else f"{key} {low}–{high}"
             raise ValueError(
-                f"`{name}={value}` µm is outside the optics this model was trained for "
-                f"({key} {known}). Its phase would be wrong by an unknown factor: use a "
-                f"model trained for your optics (keras-cvdm train), or {name} within {known}."
+                f"`{name}={value}` µm is outside the optics this model was trained for: it "
+                f"knows {known} µm. Its phase would be wrong by an unknown factor; use a "
+                "model trained for your optics (keras-cvdm train)."
             )
         used[key] = value
     return used

@@ -85,9 +85,9 @@ def test_sr_from_a_png(tmp_path):
     _predict("--preset", "sr-microscopy", "--input", str(path), "--output", str(out), *FAST)
     mean = io.read_image(out / "mean.tif")
     assert mean.shape == (40, 48) and np.all(np.isfinite(mean))
-    # In the input's units (PNG uint16 read as counts / 65535).
-    assert 0.5 * image.min() / 65535 < np.median(mean) < 2 * image.max() / 65535
-    assert json.loads((out / "prediction.json").read_text())["units"] == "input units"
+    # In the input's units: the file's counts, not counts / 65535.
+    assert 0.5 * image.min() < np.median(mean) < 2 * image.max()
+    assert json.loads((out / "prediction.json").read_text())["units"] == "the input file's units"
 
 
 def test_existing_results_are_not_overwritten(tmp_path):
