@@ -147,15 +147,24 @@ def _add_model_source(parser):
 
 
 def _train(args):
+    import logging
+
     from keras_cvdm import training
 
-    folder = training.train(
-        args.output, task=args.task, data=args.data, epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-        image_size=args.image_size, seed=args.seed, learning_rate=args.learning_rate,
-        from_preset=args.from_preset, widths=args.widths, tensorboard=args.tensorboard,
-        preview_every=args.preview_every, overwrite=args.overwrite,
-    )
+    # The run's messages (resumed, finished, preset written) on stdout, for this call.
+    handler = logging.StreamHandler(sys.stdout)
+    training.logger.addHandler(handler)
+    training.logger.setLevel(logging.INFO)
+    try:
+        folder = training.train(
+            args.output, task=args.task, data=args.data, epochs=args.epochs,
+            steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+            image_size=args.image_size, seed=args.seed, learning_rate=args.learning_rate,
+            from_preset=args.from_preset, widths=args.widths, tensorboard=args.tensorboard,
+            preview_every=args.preview_every, overwrite=args.overwrite,
+        )
+    finally:
+        training.logger.removeHandler(handler)
     return folder
 
 

@@ -74,7 +74,7 @@ def load_model(preset=None, model_file=None):
     return model, {"model_file": str(path), "sha256": loader.sha256_of(path)}
 
 
-def read_inputs(task, inputs):
+def read_inputs(task, inputs, stacks=None):
     """The measurement files of `task` as arrays: QPI `(i_minus, i_plus)`, SR `(image,)`.
 
     Args:
@@ -82,6 +82,8 @@ def read_inputs(task, inputs):
         inputs: a list of paths. QPI: two single-plane files (−dz then +dz), two stacks
             of equal length (one result per plane pair), or one two-plane stack. SR: one
             file (a stack gives one result per plane).
+        stacks: the files already read with `io.read_planes(path, scale=False)`, in the
+            order of `inputs` (default: read them here).
 
     Returns:
         A tuple of `(N, H, W)` float arrays.
@@ -94,8 +96,8 @@ def read_inputs(task, inputs):
         [(1, 8, 8), (1, 8, 8)]
     """
     inputs = [Path(p) for p in inputs]
-    # Unscaled: results come back in the file's own units (camera counts stay counts).
-    stacks = [io.read_planes(p, scale=False).astype(np.float32) for p in inputs]
+    if stacks is None:
+        stacks = _read(inputs)
     if task == "sr":
         if len(stacks) != 1:
             raise ValueError(
@@ -120,6 +122,11 @@ def read_inputs(task, inputs):
             f"(planes, H, W), {inputs[1]} is {stacks[1].shape}; they must match."
         )
     return stacks[0], stacks[1]
+
+
+def _read(inputs):
+    # Unscaled: results come back in the file's own units (camera counts stay counts).
+    return [io.read_planes(p, scale=False).astype(np.float32) for p in inputs]
 
 
 def predict_files(inputs, output, *, preset=None, model_file=None, num_samples=8,
@@ -167,11 +174,10 @@ def predict_files(inputs, output, *, preset=None, model_file=None, num_samples=8
             f"{output} already holds {', '.join(existing)}; pass --overwrite on the command "
             "line (overwrite=True in Python) to replace them, or choose another output folder."
         )
-    for path in inputs:  # unreadable or colour files fail now, before the model loads
-        io.read_planes(path, scale=False)
+    stacks = _read(inputs)  # unreadable or colour files fail now, before the model loads
     model, source = load_model(preset=preset, model_file=model_file)
     task = model.metadata.get("task")
-    arrays = read_inputs(task, inputs)
+    arrays = read_inputs(task, inputs, stacks)
     seed = sampling.resolve_seed(seed)
     common = dict(num_samples=num_samples, seed=seed, num_steps=num_steps, sampler=sampler,
                   tile=tile, overlap=overlap, batch_size=batch_size,
@@ -189,7 +195,7 @@ def predict_files(inputs, output, *, preset=None, model_file=None, num_samples=8
         record["units"] = "the input file's units"
     mean, std = results[0], results[1]
     num_steps, sampler = tasks.sampling_defaults(model, num_steps, sampler)
-    overlap = tile // 4 if tile is not None and overlap is None else overlap
+    overlap = tasks.default_overlap(tile) if tile is not None and overlap is None else overlap
     record.update(
         sampler=sampler, steps=int(num_steps), samples=int(num_samples), seed=seed,
         batch_size=int(batch_size), tile=tile, overlap=overlap,

@@ -165,13 +165,24 @@ def posterior(model, x, num_samples, seed=None, num_steps=None, sampler=None,
         mean, std = metrics.mean_and_std(samples, axis=1)
         return mean, std, samples if keep_samples else None
     tile = validation.check_int(tile, "tile", minimum=1)
-    overlap = tile // 4 if overlap is None else validation.check_int(overlap, "overlap")
+    overlap = default_overlap(tile) if overlap is None else validation.check_int(overlap,
+                                                                                 "overlap")
     result = tiling.predict_tiled(
         sample_fn, x, tile, overlap, num_samples, seed, align_offsets=align_offsets,
         keep_samples=keep_samples, tiles_per_call=max(1, batch_size // num_samples),
         verbose=verbose,
     )
     return result["mean"], result["std"], result["samples"]
+
+
+def default_overlap(tile):
+    """The tile overlap used when none is given: a quarter of the tile.
+
+    Examples:
+        >>> default_overlap(256)
+        64
+    """
+    return tile // 4
 
 
 #: The optics keywords of `qpi.reconstruct` and their metadata keys (micrometres).

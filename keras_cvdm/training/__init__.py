@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import sys
@@ -166,7 +167,9 @@ def train(output, *, task=None, data=None, epochs=10, steps_per_epoch=50, batch_
         preview_every (int): write a preview PNG every this many epochs (0: never).
         overwrite (bool): discard an earlier run in `output` and start again.
         verbose (int | str): `model.fit`'s verbosity; `"auto"`: a progress bar on a
-            terminal, one line per epoch otherwise; 0: silent.
+            terminal, one line per epoch otherwise; 0: silent. Unless 0, the run's
+            messages (resumed, finished, preset written) go to the `logger` of this
+            module at INFO level.
 
     Returns:
         str: the path of the preset folder, `output/preset`.
@@ -425,9 +428,14 @@ def _inherited_metadata(metadata) -> dict:
     return metadata
 
 
+#: Where `train` reports its run (resumed, finished, preset written); `keras-cvdm train`
+#: prints it. Python callers see it with `logging.basicConfig(level=logging.INFO)`.
+logger = logging.getLogger(__name__)
+
+
 def _say(verbose, message):
     if verbose:
-        print(message, flush=True)
+        logger.info(message)
 
 
 __all__ = [
