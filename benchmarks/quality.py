@@ -19,7 +19,9 @@ only the noise schedule differs.
 - ablations of the learned model: α ∈ {0, 1e-2}; the exact coupling τ = Φ′ (one time
   network), on the scale's `ablation_seeds` first seeds (one at CPU scale); a floor on λ
   that holds γ(1, x) ≤ e⁻⁷ (`min_lambda=7`), on every seed; samplers DDIM-20 and DDIM-50
-  against the ancestral-200 used for every method (all seeds).
+  against the ancestral-200 used for every method (all seeds), and the 20-step samplers
+  ancestral-20, DPM-Solver++(2M) (ODE) and its SDE form on the same trained models; the
+  SDE form is the recommended one, reported as `learned_fast20`.
 
 Test sets come from seeds never used in training or validation. Every score comes from
 `keras_cvdm.metrics` (per image, then mean over images; mean ± std over training seeds):
@@ -87,7 +89,10 @@ ABLATIONS = {
 # of the learned schedule's end point is judged against the seed spread.
 EVERY_SEED = ("learned_min_lambda=7",)
 MAIN_SAMPLER = ("ancestral", 200)
-EXTRA_SAMPLERS = (("ddim", 20), ("ddim", 50))
+EXTRA_SAMPLERS = (("ddim", 20), ("ddim", 50), ("ancestral", 20), ("dpmpp2m", 20),
+                  ("dpmpp2m_sde", 20))
+# The recommended 20-step sampler (the presets' default), reported as `learned_fast20`.
+FAST_SAMPLER = ("dpmpp2m_sde", 20)
 METRICS = ("mae", "psnr", "ssim", "ms_ssim")
 UNCERTAINTY = ("spearman", "coverage_2std")
 TRAIN_SEED, VAL_SEED, TEST_SEED = 3000, 4000, 5000
@@ -234,8 +239,10 @@ def build_model(spec, scale):
     )
 
 
-def train_and_score(spec, scale):
-    """Train one model and score it on the validation and test sets."""
+def train_and_score(spec, scale, weights_path=None):
+    """Train one model and score it on the validation and test sets; a `learned` run's
+    weights are kept at `weights_path` (so further samplers can be scored without
+    retraining)."""
     import keras
 
     from keras_cvdm import metrics
@@ -256,6 +263,8 @@ def train_and_score(spec, scale):
     result = {"spec": spec, "train_seconds": time.time() - start,
               "final_noise_loss": float(history["noise_loss"][-1]),
               "std_ddof": metrics.UNCERTAINTY_DDOF}
+    if weights_path and spec["variant"] == "learned":
+        model.save_weights(weights_path)
     samplers = [MAIN_SAMPLER] + (list(EXTRA_SAMPLERS) if spec["variant"] == "learned" else [])
     # Only the first seed's grid points are scored on the validation set (it picks each
     # fixed family's tuned point); every run is scored on the test set.
@@ -335,7 +344,8 @@ def run_specs(specs, scale_name, workers, redo=()):
 
 
 def stale_runs(specs, scale_name, variants):
-    """`run_name`s of the cached runs of `variants` scored with another std convention."""
+    """`run_name`s of the cached runs of `variants` scored with another std convention,
+    or (the `learned` runs) missing one of `EXTRA_SAMPLERS`."""
     from keras_cvdm.metrics import UNCERTAINTY_DDOF
 
     names = set()
@@ -344,8 +354,11 @@ def stale_runs(specs, scale_name, variants):
         if spec["variant"] not in variants or not os.path.exists(path):
             continue
         with open(path) as f:
-            if std_ddof(json.load(f)) != UNCERTAINTY_DDOF:
-                names.add(run_name(spec))
+            result = json.load(f)
+        missing = spec["variant"] == "learned" and any(
+            f"test/{sampler}{steps}" not in result for sampler, steps in EXTRA_SAMPLERS)
+        if std_ddof(result) != UNCERTAINTY_DDOF or missing:
+            names.add(run_name(spec))
     return names
 
 
@@ -419,9 +432,9 @@ def aggregate(task, results, tuned, scale):
         groups.setdefault(spec["variant"], []).append(r)
         if spec["variant"] == "learned":
             for sampler, steps in EXTRA_SAMPLERS:
-                groups.setdefault(f"learned_{sampler}{steps}", []).append(
-                    {**r, main: r[f"test/{sampler}{steps}"]}
-                )
+                name = ("learned_fast20" if (sampler, steps) == FAST_SAMPLER
+                        else f"learned_{sampler}{steps}")
+                groups.setdefault(name, []).append({**r, main: r[f"test/{sampler}{steps}"]})
     from keras_cvdm.metrics import UNCERTAINTY_DDOF
 
     table = {}
@@ -603,7 +616,8 @@ def main():
     parser.add_argument(
         "--only", type=lambda text: [v for v in text.split(",") if v],
         help="comma-separated variants (e.g. learned,linear,cosine) whose cached runs "
-             "scored with another std convention are re-run (linear/cosine: the tuned "
+             "scored with another std convention (or, for learned, without one of the "
+             "compared samplers) are re-run (linear/cosine: the tuned "
              "grid point, every seed); the report is rebuilt from all cached runs",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -611,7 +625,8 @@ def main():
     args = parser.parse_args()
     scale = SCALES[args.scale]
     if args.worker:
-        result = train_and_score(json.loads(args.worker), scale)
+        weights = args.output.removesuffix(".json") + ".weights.h5"
+        result = train_and_score(json.loads(args.worker), scale, weights)
         with open(args.output + ".tmp", "w") as f:
             json.dump(result, f)
         os.replace(args.output + ".tmp", args.output)
