@@ -5,7 +5,8 @@ import platform
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
-ORDER = ["preset_quality", "quality", "train_speed", "sample_speed", "tiling", "tie_baseline"]
+ORDER = ["preset_quality", "quality", "train_speed", "train_speed_gpu", "sample_speed",
+         "sample_speed_gpu", "tiling", "tie_baseline"]
 
 
 def machine():
@@ -14,6 +15,25 @@ def machine():
         f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, "
         f"Python {platform.python_version()}"
     )
+
+
+def accelerator():
+    """The GPUs `nvidia-smi` lists, or "CPU only"."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True)
+        names = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+        if out.returncode == 0 and names:
+            return f"{len(names)} × {names[0]}"
+    return "CPU only"
+
+
+def section_note(section):
+    """What a section's heading adds for the GPU sections that `benchmarks/gpu.sh` writes."""
+    return "" if "_gpu" not in section else ", `benchmarks/gpu.sh`"
 
 
 def run_workers(script, backends, args, threads=None, reuse=None):

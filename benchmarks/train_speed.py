@@ -17,7 +17,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 
-def measure(sizes, batch, repeats):
+def measure(sizes, batch, repeats, policies=("float32",)):
+    import keras
+
+    rows = []
+    for policy in policies:
+        keras.config.set_dtype_policy(policy)
+        rows += [{**row, "dtype_policy": policy} for row in measure_policy(sizes, batch, repeats)]
+    keras.config.set_dtype_policy("float32")
+    return rows
+
+
+def measure_policy(sizes, batch, repeats):
     import keras
     import numpy as np
 
@@ -73,33 +84,38 @@ def main():
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 256])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtype-policies", nargs="+", default=["float32"],
+                        help="Keras dtype policies to measure, e.g. float32 mixed_bfloat16")
+    parser.add_argument("--section", default="train_speed",
+                        help="results name (benchmarks/gpu.sh writes train_speed_gpu)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(measure(args.sizes, args.batch, args.repeats)))
+        print(json.dumps(measure(args.sizes, args.batch, args.repeats, args.dtype_policies)))
         return
-    from report import machine, run_workers, write_section
+    from report import accelerator, machine, run_workers, section_note, write_section
 
     results = run_workers(
         __file__, args.backends,
-        ["--batch", args.batch, "--repeats", args.repeats, "--sizes", *args.sizes],
+        ["--batch", args.batch, "--repeats", args.repeats, "--sizes", *args.sizes,
+         "--dtype-policies", *args.dtype_policies],
     )
     lines = [
-        "## Training speed (`benchmarks/train_speed.py`)\n",
-        f"Machine: {machine()}; CPU only. Default `CVDM` (U-Net widths 32/64/128, learned "
+        f"## Training speed (`benchmarks/train_speed.py`{section_note(args.section)})\n",
+        f"Machine: {machine()}; {accelerator()}. Default `CVDM` (U-Net widths 32/64/128, learned "
         f"schedule), batch {args.batch}, median of {args.repeats} `train_on_batch` calls after "
         "warm-up. *Ratio* = CVDM step ÷ the same U-Net's own forward+backward+Adam step "
         "(goal ≤ 1.25).\n",
-        "| backend | size | CVDM step (s) | denoiser step (s) | ratio |",
-        "|---|---|---|---|---|",
+        "| backend | dtype policy | size | CVDM step (s) | denoiser step (s) | ratio |",
+        "|---|---|---|---|---|---|",
     ]
     for backend, rows in results.items():
         for r in rows:
             lines.append(
-                f"| {backend} | {r['size']}×{r['size']} | {r['cvdm_step_s']:.3f} | "
-                f"{r['denoiser_step_s']:.3f} | {r['ratio']:.2f} |"
+                f"| {backend} | {r.get('dtype_policy', 'float32')} | {r['size']}×{r['size']} | "
+                f"{r['cvdm_step_s']:.3f} | {r['denoiser_step_s']:.3f} | {r['ratio']:.2f} |"
             )
-    write_section("train_speed", "\n".join(lines), {"batch": args.batch, "results": results})
+    write_section(args.section, "\n".join(lines), {"batch": args.batch, "results": results})
 
 
 if __name__ == "__main__":

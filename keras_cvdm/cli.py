@@ -127,7 +127,7 @@ def _add_sampling(parser, samples=8, seed=None):
     parser.add_argument("--steps", type=int, default=None,
                         help="denoiser steps per sample (default: the model's)")
     parser.add_argument("--sampler", default=None,
-                        help="ddim or ancestral (default: the model's)")
+                        help="ancestral, ddim, dpmpp2m or dpmpp2m_sde (default: the model's)")
     parser.add_argument("--seed", type=int, default=seed,
                         help="integer seed for reproducible samples (default: "
                         + ("a fresh one, recorded in the output)" if seed is None else f"{seed})"))

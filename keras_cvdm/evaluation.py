@@ -143,7 +143,8 @@ def evaluate_sr(model, num_images=16, image_size=128, num_samples=8, seed=0, **s
         image_size (int): their side.
         num_samples (int): posterior samples per image.
         seed (int): sampling seed.
-        **sampling: passed to `CVDM.predict_uncertainty` (default DDIM with 20 steps).
+        **sampling: passed to `CVDM.predict_uncertainty` (`num_steps`, `sampler`; default:
+            the model's, see `tasks.sampling_defaults`).
 
     Returns:
         dict: `num_images`, `image_size`, `cvdm_psnr`, `cvdm_ssim`, `upsampled_psnr`,
@@ -159,9 +160,11 @@ def evaluate_sr(model, num_images=16, image_size=128, num_samples=8, seed=0, **s
         ['cvdm_ssim', 'upsampled_ssim']
     """
     x, y = sr_test_set(num_images, image_size)
+    num_steps, sampler = tasks.sampling_defaults(
+        model, sampling.get("num_steps"), sampling.get("sampler"))
     mean, std = model.predict_uncertainty(
-        x[..., None], num_samples=num_samples, seed=seed, verbose=0,
-        **{"num_steps": 20, "sampler": "ddim", **sampling},
+        x[..., None], num_samples=num_samples, seed=seed, verbose=0, num_steps=num_steps,
+        sampler=sampler,
     )
     mean = mean[..., 0]
     out = {"num_images": num_images, "image_size": image_size}

@@ -397,8 +397,10 @@ class CVDM(CVDMTrainer, keras.Model):
             x: conditions, `(N, H, W, C)` numpy array (or one image `(H, W, C)`).
             num_samples: samples per input.
             num_steps: denoiser evaluations per sample (default `num_timesteps`, 200).
-            sampler: `"ancestral"` (stochastic) or `"ddim"` (deterministic given the
-                starting noise; good with 20–50 steps). See docs/architecture.md.
+            sampler: `"ancestral"` (stochastic, the paper's, 200 steps), `"ddim"` or
+                `"dpmpp2m"` (deterministic given the starting noise), or `"dpmpp2m_sde"`
+                (stochastic; with 20 steps as accurate and as well calibrated as
+                ancestral-200, the presets' default). See docs/architecture.md.
             clip: clip the predicted clean image ŷ to [−1, 1] at each step (in the
                 diffused space). Default: True for plain targets (images in [−1, 1]),
                 False with `residual` or `zero_mean` (their diffused values are not

@@ -17,6 +17,10 @@ from keras_cvdm import validation
 SAMPLERS = ("ancestral", "ddim", "dpmpp2m", "dpmpp2m_sde")
 #: Samplers that draw fresh noise at every step (the others are deterministic given z_1).
 STOCHASTIC = ("ancestral", "dpmpp2m_sde")
+#: The recommended sampler: as accurate and as well calibrated as 200 ancestral steps at a
+#: tenth of the denoiser calls (`benchmarks/quality.py`, `learned_fast20`). New models and
+#: the presets record it as their default.
+RECOMMENDED = {"sampler": "dpmpp2m_sde", "num_steps": 20}
 
 
 def predict_clean(z_t, eps_hat, gamma_t, clip: bool):
@@ -161,8 +165,13 @@ def dpmpp2m_step(z_t, y_hat, y_prev, gamma_t, gamma_s, h_prev, noise=None):
     return z_s, h
 
 
-def reverse_diffusion(model, x, z_init, num_steps: int, sampler: str, clip: bool, noise_fn):
+def reverse_diffusion(model, x, z_init, num_steps: int, sampler: str, clip: bool, noise_fn,
+                      times=None):
     """Run the sampler from `t = 1` to `t = 0` on the grid `t_i = i / num_steps`.
+
+    Step `k` evaluates the denoiser at `times[k]` and moves to `times[k + 1]`; the result
+    is the clean-image prediction ŷ at the last evaluation, `times[num_steps − 1]`
+    (`1 / num_steps` on the default grid).
 
     Args:
         model: a `CVDM` (its `schedule` and `denoiser` are used).
@@ -173,6 +182,8 @@ def reverse_diffusion(model, x, z_init, num_steps: int, sampler: str, clip: bool
         clip: clip ŷ to [−1, 1] at every step.
         noise_fn: `noise_fn(k)` returns standard normal noise with `z_init`'s shape
             for step `k` (used by the samplers in `STOCHASTIC`).
+        times: optional decreasing grid of `num_steps + 1` times in [0, 1] replacing the
+            uniform one (the tests integrate to a fixed end time with it).
 
     Returns:
         ŷ of the last step (in the diffused space), `(B, H, W, target_channels)`.
@@ -191,12 +202,13 @@ def reverse_diffusion(model, x, z_init, num_steps: int, sampler: str, clip: bool
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
     lam = model.schedule.schedule_map(x)  # once per input
     ones = ops.ones((ops.shape(x)[0],), "float32")
-    steps = float(num_steps)
+    if times is None:
+        times = [(num_steps - i) / num_steps for i in range(num_steps + 1)]
+    grid = ops.convert_to_tensor(times, "float32")
 
     def body(k, carry):
         z, y_prev, h_prev = carry
-        t = (steps - ops.cast(k, "float32")) / steps
-        s = t - 1.0 / steps
+        t, s = ops.take(grid, k), ops.take(grid, k + 1)
         gamma_t = model.schedule.gamma(ones * t, lam)
         gamma_s = model.schedule.gamma(ones * s, lam)
         eps_hat = ops.cast(model.denoiser([z, x, gamma_t], training=False), "float32")

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_cvdm import sampling
 from keras_cvdm.data.normalization import normalization_from_dict
 
-#: Used when a model's metadata names no sampler: deterministic DDIM, 50 steps.
-DEFAULT_SAMPLING = {"sampler": "ddim", "num_steps": 50}
+#: Used when a model's metadata names no sampler: the recommended 20-step sampler.
+DEFAULT_SAMPLING = dict(sampling.RECOMMENDED)
 
 
 def sampling_defaults(model, num_steps=None, sampler=None):
-    """`(num_steps, sampler)`: the caller's values, else the model's, else DDIM-50.
+    """`(num_steps, sampler)`: the caller's values, else the model's, else the
+    recommended `sampling.RECOMMENDED` (DPM-Solver++(2M) SDE, 20 steps).
 
     Args:
         model: a `CVDM`.

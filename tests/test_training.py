@@ -88,7 +88,7 @@ def test_simulated_qpi_run_writes_history_preview_and_a_working_preset(qpi_run):
     assert meta["task"] == "qpi"
     assert meta["normalization"] == QPINormalization().to_dict()
     assert meta["forward_model"]["wavelength_um"] == keras_cvdm.physics.PAPER_WAVELENGTH
-    assert meta["sampling"] == {"sampler": "ddim", "num_steps": 20}
+    assert meta["sampling"] == {"sampler": "dpmpp2m_sde", "num_steps": 20}
     record = meta["training"]
     assert (record["epochs"], record["steps"], record["seed"]) == (2, 4, 0)
     assert record["backend"] == BACKEND

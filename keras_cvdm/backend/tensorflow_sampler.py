@@ -5,10 +5,16 @@ import tensorflow as tf
 from keras_cvdm.sampling import reverse_diffusion
 
 
-def make_sampler(model, num_steps, sampler, clip):
-    """A compiled `fn(x, z_init, seed) -> ŷ` for fixed steps/sampler/clip."""
+def make_sampler(model, num_steps, sampler, clip, jit_compile=False):
+    """A compiled `fn(x, z_init, seed) -> ŷ` for fixed steps/sampler/clip.
 
-    @tf.function(reduce_retracing=True)
+    `jit_compile=True` compiles the loop with XLA (`benchmarks/sample_speed.py` measures
+    it against the default graph mode). The deterministic samplers give the same result
+    either way; XLA draws the stochastic samplers' per-step noise with its own generator,
+    so their samples for a seed differ from graph mode's (same distribution).
+    """
+
+    @tf.function(reduce_retracing=True, jit_compile=jit_compile)
     def fn(x, z_init, seed):
         shape = tf.concat([tf.shape(x)[:-1], [model.target_channels]], axis=0)
         seed = tf.cast(seed, tf.int64)

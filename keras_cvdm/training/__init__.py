@@ -43,7 +43,7 @@ import time
 
 import keras
 
-from keras_cvdm import validation
+from keras_cvdm import sampling, validation
 from keras_cvdm.data.normalization import (
     QPINormalization,
     SRNormalization,
@@ -92,7 +92,7 @@ TASKS = ("qpi", "sr")
 #: that a run can be continued with more epochs.
 GLOBAL_CLIPNORM = 1.0
 #: Sampling defaults written to a new model's metadata.
-SAMPLING = {"sampler": "ddim", "num_steps": 20}
+SAMPLING = dict(sampling.RECOMMENDED)
 
 _DESCRIPTIONS = {
     "qpi": {
