@@ -20,6 +20,7 @@ from preset_training import parse_args, run
 from keras_cvdm import physics as optics
 from keras_cvdm.data import QPINormalization, qpi_dataset
 from keras_cvdm.evaluation import evaluate_qpi
+from keras_cvdm.sampling import RECOMMENDED
 
 RECIPE = {
     "name": "qpi",
@@ -54,7 +55,7 @@ RECIPE = {
                           "noise_std_range": [0.0, 0.2],
                           "noise": "Gaussian, std = s · mean intensity, s ~ U(0, 0.2)"},
         "normalization": QPINormalization().to_dict(),
-        "sampling": {"sampler": "ddim", "num_steps": 20},
+        "sampling": dict(RECOMMENDED),
     },
 }
 

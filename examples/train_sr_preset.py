@@ -11,6 +11,7 @@ from preset_training import parse_args, run
 
 from keras_cvdm.data import SR_TEST_SEED, SRNormalization, sr_dataset
 from keras_cvdm.evaluation import evaluate_sr
+from keras_cvdm.sampling import RECOMMENDED
 
 RECIPE = {
     "name": "sr-microscopy",
@@ -39,7 +40,7 @@ RECIPE = {
                           "read_noise_std": [0.0, 2.0], "background": [0.0, 0.1],
                           "target_resolution_gain": 2.0, "upsample_method": "cubic"},
         "normalization": SRNormalization().to_dict(),
-        "sampling": {"sampler": "ddim", "num_steps": 20},
+        "sampling": dict(RECOMMENDED),
         "test_seed": SR_TEST_SEED,
     },
 }

@@ -408,7 +408,8 @@ class CVDM(CVDMTrainer, keras.Model):
             batch_size: how many (input, sample) pairs run together (default 16).
             seed: integer for reproducible samples; None draws a fresh seed. The same
                 seed reproduces the same samples for the same inputs, `num_samples` and
-                `batch_size`; with DDIM the samples agree across backends up to
+                `batch_size`; with the deterministic samplers (DDIM,
+                DPM-Solver++(2M) ODE) the samples agree across backends up to
                 floating-point rounding.
             verbose: 0 silent, 1 or "auto" a progress bar over batches.
 

@@ -22,7 +22,8 @@ def reconstruct(
         i_plus: raw intensity at `+dz`, same shape.
         num_samples: posterior samples per image (≥ 2).
         seed: integer for reproducible samples.
-        num_steps, sampler: sampling settings (default: the model's metadata, else DDIM-50).
+        num_steps, sampler: sampling settings (default: the model's metadata, else
+            `sampling.RECOMMENDED`).
         normalization: a `QPINormalization` (default: the one in `model.metadata`).
         verbose: progress bar (0: silent).
         wavelength, pixel_size, defocus: the optics of the images in micrometres (default:
