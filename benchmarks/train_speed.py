@@ -115,6 +115,11 @@ def main():
                 f"| {backend} | {r.get('dtype_policy', 'float32')} | {r['size']}×{r['size']} | "
                 f"{r['cvdm_step_s']:.3f} | {r['denoiser_step_s']:.3f} | {r['ratio']:.2f} |"
             )
+    if args.section == "train_speed":
+        lines.append(
+            "\nGPU figures: `benchmarks/gpu.sh` (256×256, TensorFlow and JAX, float32 and "
+            "mixed_bfloat16) writes them in their own section when run on a GPU machine; "
+            "pending until then.")
     write_section(args.section, "\n".join(lines), {"batch": args.batch, "results": results})
 
 
