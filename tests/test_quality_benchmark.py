@@ -53,7 +53,8 @@ def test_only_re_runs_the_chosen_variants_scored_with_another_std(tmp_path, monk
         by_variant.setdefault(spec["variant"], []).append(spec)
         if spec["variant"] == "cosine" and spec["seed"] == 1:
             continue  # not run yet: nothing to re-score
-        result = {"spec": spec}
+        result = {"spec": spec, **{f"test/{name}{steps}": {}
+                                    for name, steps in quality.EXTRA_SAMPLERS}}
         if i % 2:
             result["std_ddof"] = metrics.UNCERTAINTY_DDOF  # already current
         with open(quality.run_path(spec, "cpu"), "w") as f:
@@ -65,3 +66,12 @@ def test_only_re_runs_the_chosen_variants_scored_with_another_std(tmp_path, monk
     assert redo == expected and redo
     assert all("alpha" not in name for name in redo)  # ablations only when asked
     assert quality.std_ddof({}) == 0
+    # A current learned run that lacks one of the compared samplers is re-run too.
+    current = next(s for i, s in enumerate(specs) if s["variant"] == "learned" and i % 2)
+    with open(quality.run_path(current, "cpu")) as f:
+        result = json.load(f)
+    del result["test/{}{}".format(*quality.FAST_SAMPLER)]
+    with open(quality.run_path(current, "cpu"), "w") as f:
+        json.dump(result, f)
+    redo = quality.stale_runs(specs, "cpu", {"learned", "linear", "cosine"})
+    assert redo == expected | {quality.run_name(current)}
