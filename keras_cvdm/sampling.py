@@ -121,9 +121,8 @@ def dpmpp2m_step(z_t, y_hat, y_prev, gamma_t, gamma_s, h_prev, noise=None):
 
     - ODE (`noise` None): z_s = (σ_s/σ_t) z_t + α_s (1 − e^{−h}) D. Its first-order form
       is `ddim_step`.
-    - SDE (`noise` given): z_s = (σ_s/σ_t) e^{−h} z_t + α_s (1 − e^{−2h}) D'
-      + σ_s √(1 − e^{−2h}) ξ, with D' = ŷ_t + (h / 2h_prev)(ŷ_t − ŷ_prev). Its first-order
-      form is `ancestral_step`.
+    - SDE (`noise` given): z_s = (σ_s/σ_t) e^{−h} z_t + α_s (1 − e^{−2h}) D
+      + σ_s √(1 − e^{−2h}) ξ, with the same D. Its first-order form is `ancestral_step`.
 
     Args:
         z_t: the sample at time t.

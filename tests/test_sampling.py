@@ -139,8 +139,9 @@ def test_solvers_converge_at_their_order_on_a_learned_per_pixel_schedule(sampler
         errors.append(np.abs(mean - exact_mean).max()
                       + np.abs(np.sqrt(var) - np.sqrt(exact_var)).max())
     observed = np.log2(errors[-2] / errors[-1])
-    # Measured on the three backends: 0.97–1.00 (first order), 1.79–1.93 (second order).
-    assert order - 0.25 < observed < order + 0.3, (errors, observed)
+    # Measured (torch): 0.97–1.00 for the first-order samplers, 1.79 (SDE) and 1.93 (ODE)
+    # for the second-order ones; the bounds keep the two orders well apart.
+    assert order - 0.35 < observed < order + 0.3, (errors, observed)
 
 
 @pytest.mark.parametrize("schedule_kind", ["linear", "learned"])
