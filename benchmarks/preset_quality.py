@@ -79,7 +79,9 @@ def main():
         qpi = evaluate_qpi(qpi_model, num_images=args.qpi_images, num_samples=args.samples)
         sr = evaluate_sr(sr_model, num_images=args.sr_images, num_samples=args.samples)
     seconds = time.time() - start
-    sampling = qpi_model.metadata["sampling"]
+    # The sampler the numbers come from: the stored one when read from the metadata.
+    sampling = (qpi_model.metadata["validation"].get("sampling", qpi_model.metadata["sampling"])
+                if args.from_metadata else qpi_model.metadata["sampling"])
     if args.update_metadata:
         update_metadata("qpi", "qpi_test_set", qpi, qpi_model.metadata["sampling"])
         update_metadata("sr-microscopy", "sr_test_set", sr, sr_model.metadata["sampling"])

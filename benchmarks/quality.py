@@ -432,6 +432,8 @@ def aggregate(task, results, tuned, scale):
         groups.setdefault(spec["variant"], []).append(r)
         if spec["variant"] == "learned":
             for sampler, steps in EXTRA_SAMPLERS:
+                if f"test/{sampler}{steps}" not in r:
+                    continue  # a run cached before this sampler was compared (`--only learned`)
                 name = ("learned_fast20" if (sampler, steps) == FAST_SAMPLER
                         else f"learned_{sampler}{steps}")
                 groups.setdefault(name, []).append({**r, main: r[f"test/{sampler}{steps}"]})

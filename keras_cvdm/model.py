@@ -400,7 +400,10 @@ class CVDM(CVDMTrainer, keras.Model):
             sampler: `"ancestral"` (stochastic, the paper's, 200 steps), `"ddim"` or
                 `"dpmpp2m"` (deterministic given the starting noise), or `"dpmpp2m_sde"`
                 (stochastic; with 20 steps as accurate and as well calibrated as
-                ancestral-200, the presets' default). See docs/architecture.md.
+                ancestral-200, the presets' default). This method keeps the paper's
+                ancestral-200 as its own default; `qpi.reconstruct`, `sr.reconstruct` and
+                the CLI use the model's metadata, else `sampling.RECOMMENDED`. See
+                docs/architecture.md.
             clip: clip the predicted clean image ŷ to [−1, 1] at each step (in the
                 diffused space). Default: True for plain targets (images in [−1, 1]),
                 False with `residual` or `zero_mean` (their diffused values are not
