@@ -31,15 +31,15 @@ sys.path.insert(0, HERE)
 
 def update_metadata(name, key, scores, sampling):
     """Replace a packaged preset's stored `validation[key]` by `scores`."""
-    from keras_cvdm.presets import BUILTIN_DIR
+    from keras_cvdm.presets import BUILTIN_DIR, METADATA_FILE
 
-    path = os.path.join(BUILTIN_DIR, name, "metadata.json")
+    path = os.path.join(BUILTIN_DIR, name, METADATA_FILE)
     with open(path) as f:
         metadata = json.load(f)
     metadata["validation"][key] = scores
     metadata["validation"]["sampling"] = dict(sampling)
     with open(path + ".tmp", "w") as f:
-        json.dump(metadata, f, indent=2)
+        json.dump(metadata, f, indent=2, ensure_ascii=False)
         f.write("\n")
     os.replace(path + ".tmp", path)
     print(f"{path}: validation updated", flush=True)

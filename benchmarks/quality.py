@@ -54,6 +54,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+
+from keras_cvdm.sampling import RECOMMENDED  # noqa: E402
+
 RUNS = os.path.join(HERE, "results", "quality_runs")
 
 SCALES = {
@@ -89,10 +92,9 @@ ABLATIONS = {
 # of the learned schedule's end point is judged against the seed spread.
 EVERY_SEED = ("learned_min_lambda=7",)
 MAIN_SAMPLER = ("ancestral", 200)
-EXTRA_SAMPLERS = (("ddim", 20), ("ddim", 50), ("ancestral", 20), ("dpmpp2m", 20),
-                  ("dpmpp2m_sde", 20))
 # The recommended 20-step sampler (the presets' default), reported as `learned_fast20`.
-FAST_SAMPLER = ("dpmpp2m_sde", 20)
+FAST_SAMPLER = (RECOMMENDED["sampler"], RECOMMENDED["num_steps"])
+EXTRA_SAMPLERS = (("ddim", 20), ("ddim", 50), ("ancestral", 20), ("dpmpp2m", 20), FAST_SAMPLER)
 METRICS = ("mae", "psnr", "ssim", "ms_ssim")
 UNCERTAINTY = ("spearman", "coverage_2std")
 TRAIN_SEED, VAL_SEED, TEST_SEED = 3000, 4000, 5000

@@ -17,6 +17,22 @@ def machine():
     )
 
 
+def median_seconds(fn, repeats, warmups=1):
+    """Median wall time of `fn()` over `repeats` calls, after `warmups` untimed ones."""
+    import time
+
+    import numpy as np
+
+    for _ in range(warmups):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def accelerator():
     """The GPUs `nvidia-smi` lists, or "CPU only"."""
     import shutil

@@ -26,6 +26,7 @@ simulator, so the quality effect is measured with the speed).
 """
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -35,6 +36,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+
+from report import median_seconds  # noqa: E402
+
+from keras_cvdm.sampling import RECOMMENDED  # noqa: E402
 
 
 def reset_peak_rss():
@@ -61,21 +66,8 @@ def peak_rss_mb():
     return maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
-SAMPLERS = (("ancestral", 200), ("ddim", 20), ("dpmpp2m_sde", 20))
-FAST = ("dpmpp2m_sde", 20)  # the presets' default sampler
-
-
-def time_call(fn, repeats=3):
-    """Median seconds of `fn()` after one warm-up call."""
-    import numpy as np
-
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+FAST = (RECOMMENDED["sampler"], RECOMMENDED["num_steps"])  # the presets' default sampler
+SAMPLERS = (("ancestral", 200), ("ddim", 20), FAST)
 
 
 def compilers(size):
@@ -102,8 +94,8 @@ def compilers(size):
         xla(xt, z, seed)
         compile_s = time.perf_counter() - start
         return {"variant": "XLA sampling loop (jit_compile=True)",
-                "default_s": time_call(lambda: graph(xt, z, seed).numpy()),
-                "compiled_s": time_call(lambda: xla(xt, z, seed).numpy()),
+                "default_s": median_seconds(lambda: graph(xt, z, seed).numpy(), 3),
+                "compiled_s": median_seconds(lambda: xla(xt, z, seed).numpy(), 3),
                 "compile_s": compile_s, "unit": "s per 20-step sample"}
     if backend == "torch":
         import torch
@@ -117,8 +109,8 @@ def compilers(size):
             compiled([z, xt, g])
             compile_s = time.perf_counter() - start
             return {"variant": "torch.compile of the denoiser",
-                    "default_s": time_call(lambda: denoiser([z, xt, g]), 10),
-                    "compiled_s": time_call(lambda: compiled([z, xt, g]), 10),
+                    "default_s": median_seconds(lambda: denoiser([z, xt, g]), 10),
+                    "compiled_s": median_seconds(lambda: compiled([z, xt, g]), 10),
                     "compile_s": compile_s, "unit": "s per denoiser call"}
     return None  # JAX: the loop is already one jax.jit
 
@@ -145,7 +137,7 @@ def bfloat16_effect(size, num_images=8, num_samples=4):
             return qpi.reconstruct(model, i_minus, i_plus, num_samples=num_samples, seed=0,
                                    num_steps=FAST[1], sampler=FAST[0])[0]
 
-        row[f"{name}_s"] = time_call(run, 1) / (num_images * num_samples)
+        row[f"{name}_s"] = median_seconds(run, 1) / (num_images * num_samples)
         mean = run()
         error = (mean - mean.mean((1, 2), keepdims=True)) - (
             phase - phase.mean((1, 2), keepdims=True))
@@ -184,13 +176,7 @@ def measure(sizes, naive_steps):
         lam_model = keras.Model(lam_in, model.schedule.network(lam_in))
         z = rng.normal(size=(1, size, size, 1)).astype("float32")
         g = np.full((1, size, size, 1), 0.5, "float32")
-        bare.predict_on_batch([z, x, g])
-        times = []
-        for _ in range(10):
-            start = time.perf_counter()
-            bare.predict_on_batch([z, x, g])
-            times.append(time.perf_counter() - start)
-        forward = float(np.median(times))
+        forward = median_seconds(functools.partial(bare.predict_on_batch, [z, x, g]), 10)
         row["denoiser_forward_s"] = forward
         row["forward_peak_rss_mb"] = peak_rss_mb()
         for sampler, steps in SAMPLERS:

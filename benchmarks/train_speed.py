@@ -8,13 +8,15 @@ Each backend runs in its own process (Keras fixes the backend at import).
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+
+from report import median_seconds  # noqa: E402
 
 
 def measure(sizes, batch, repeats, policies=("float32",)):
@@ -52,18 +54,10 @@ def measure_policy(sizes, batch, repeats):
         bare.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse")
         gamma = rng.uniform(0.01, 0.99, size=(batch, size, size, 1)).astype("float32")
 
-        def timed(fn):
-            fn()
-            fn()  # compile and warm up
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
-            return float(np.median(times))
-
-        cvdm_s = timed(lambda: model.train_on_batch(x, y))  # noqa: B023 (called at once)
-        bare_s = timed(lambda: bare.train_on_batch([y, x, gamma], y))  # noqa: B023
+        # Two untimed calls: compile, then warm up.
+        cvdm_s = median_seconds(functools.partial(model.train_on_batch, x, y), repeats, 2)
+        bare_s = median_seconds(functools.partial(bare.train_on_batch, [y, x, gamma], y),
+                                repeats, 2)
         rows.append(
             {
                 "size": size,
