@@ -87,15 +87,15 @@ def compilers(size):
         from keras_cvdm.backend.tensorflow_sampler import make_sampler
 
         z = ops.convert_to_tensor(rng.normal(size=(1, size, size, 1)).astype("float32"))
-        xt, seed = ops.convert_to_tensor(x), ops.convert_to_tensor(1, "int32")
+        xt, keys = ops.convert_to_tensor(x), ops.convert_to_tensor([[1, 0]], "int32")
         graph = make_sampler(model, FAST[1], FAST[0], True)
         xla = make_sampler(model, FAST[1], FAST[0], True, jit_compile=True)
         start = time.perf_counter()
-        xla(xt, z, seed)
+        xla(xt, z, keys)
         compile_s = time.perf_counter() - start
         return {"variant": "XLA sampling loop (jit_compile=True)",
-                "default_s": median_seconds(lambda: graph(xt, z, seed).numpy(), 3),
-                "compiled_s": median_seconds(lambda: xla(xt, z, seed).numpy(), 3),
+                "default_s": median_seconds(lambda: graph(xt, z, keys).numpy(), 3),
+                "compiled_s": median_seconds(lambda: xla(xt, z, keys).numpy(), 3),
                 "compile_s": compile_s, "unit": "s per 20-step sample"}
     if backend == "torch":
         import torch

@@ -3,9 +3,11 @@
 The step functions are pure `keras.ops`. `reverse_diffusion` runs the whole loop with
 `keras.ops.fori_loop`; each backend in `keras_cvdm.backend` compiles it once (JAX:
 `jax.jit`, TensorFlow: `tf.function`; PyTorch runs it under `torch.no_grad`) and supplies
-the per-step noise, drawn inside the loop from a counter-based key so that memory does
-not grow with the number of steps. `draw_samples` is the numpy plumbing around it
-(padding, seeding, batching) behind `CVDM.predict_samples`.
+the per-step noise, drawn inside the loop row by row from each (input, sample) pair's own
+counter-based key, so that memory does not grow with the number of steps and a sample does
+not depend on the batch it runs in. `draw_samples` is the numpy plumbing around it
+(padding, seeding, batching) behind `CVDM.predict_samples`; `pair_noise` derives each
+pair's starting noise and key from `(seed, image index, sample index)`.
 """
 
 import keras
@@ -180,7 +182,9 @@ def reverse_diffusion(model, x, z_init, num_steps: int, sampler: str, clip: bool
         sampler: one of `SAMPLERS`.
         clip: clip ŷ to [−1, 1] at every step.
         noise_fn: `noise_fn(k)` returns standard normal noise with `z_init`'s shape
-            for step `k` (used by the samplers in `STOCHASTIC`).
+            for step `k` (used by the samplers in `STOCHASTIC`). The backends draw each
+            row from that row's own key and `k` only, so that a row's noise does not
+            depend on the other rows of the batch.
         times: optional decreasing grid of `num_steps + 1` times in [0, 1] replacing the
             uniform one (the tests integrate to a fixed end time with it).
 
@@ -269,6 +273,43 @@ def pad_to_multiple(x: np.ndarray, multiple: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
 
 
+def pair_noise(seed: int, pairs, shape) -> tuple[np.ndarray, np.ndarray]:
+    """The starting noise and per-step noise keys of (image, sample) pairs, one stream each.
+
+    Pair `(n, k)`, sample `k` of image `n` of the stack, owns the stream
+    `np.random.SeedSequence(seed, spawn_key=(n, k))`. Its first child draws z_1 with numpy
+    (so the deterministic samplers give the same samples on every backend); its second
+    gives two 32-bit words, the key from which the backend draws the pair's noise at each
+    step (`noise_fn` of `reverse_diffusion`). A sample therefore depends on
+    `(seed, n, k)` only: not on the batch size, not on the other images of the stack.
+
+    Args:
+        seed: a non-negative integer.
+        pairs: a sequence of `(image index, sample index)`, non-negative integers.
+        shape: the shape of one pair's starting noise, `(H, W, target_channels)`.
+
+    Returns:
+        `(z_init, keys)`: float32 `(len(pairs),) + shape` standard normal noise and the
+        int32 keys `(len(pairs), 2)` (the two words' bits).
+
+    Examples:
+        >>> z, keys = pair_noise(0, [(0, 0), (1, 0)], (2, 2, 1))
+        >>> z.shape, z.dtype.name, keys.shape, keys.dtype.name
+        ((2, 2, 2, 1), 'float32', (2, 2), 'int32')
+        >>> z_alone, keys_alone = pair_noise(0, [(1, 0)], (2, 2, 1))  # pair (1, 0) alone
+        >>> bool(np.array_equal(z_alone[0], z[1]) and np.array_equal(keys_alone[0], keys[1]))
+        True
+    """
+    shape = tuple(int(d) for d in shape)
+    z_init = np.empty((len(pairs),) + shape, "float32")
+    keys = np.empty((len(pairs), 2), "uint32")
+    for row, (image, sample) in enumerate(pairs):
+        start, steps = np.random.SeedSequence(seed, spawn_key=(image, sample)).spawn(2)
+        z_init[row] = np.random.default_rng(start).standard_normal(shape, dtype="float32")
+        keys[row] = steps.generate_state(2)
+    return z_init, keys.view("int32")
+
+
 def draw_samples(model, x: np.ndarray, num_samples: int, num_steps: int, sampler: str,
                  clip: bool, batch_size: int, seed: int, verbose=0) -> np.ndarray:
     """Posterior samples for a validated condition batch: the plumbing of `predict_samples`.
@@ -277,10 +318,12 @@ def draw_samples(model, x: np.ndarray, num_samples: int, num_steps: int, sampler
     (input-major), run through the model's compiled sampler `batch_size` pairs at a time,
     mapped back to target space and cropped.
 
-    Each batch `b` gets its own stream from `(seed, b)`: the starting noise is drawn with
-    numpy (so the deterministic DDIM sampler gives the same samples on every backend) and
-    the ancestral sampler's per-step noise comes from the backend's counter-based
-    generator, keyed by an integer drawn from the same stream.
+    Each (input, sample) pair gets its own stream from `(seed, image index, sample index)`
+    (`pair_noise`): the starting noise is drawn with numpy (so the deterministic samplers
+    give the same samples on every backend) and the stochastic samplers' per-step noise
+    comes from the backend's counter-based generator, keyed per pair. The samples do not
+    depend on `batch_size` or on the other inputs, up to floating-point rounding of the
+    denoiser at different batch sizes.
 
     Args:
         model: a built `CVDM`.
@@ -312,15 +355,12 @@ def draw_samples(model, x: np.ndarray, num_samples: int, num_steps: int, sampler
     outputs = []
     for b, start in enumerate(starts):
         xb = pairs[start : start + batch_size]
-        stream = np.random.default_rng([seed, b])
-        z_init = stream.standard_normal(xb.shape[:-1] + (model.target_channels,))
-        step_seed = int(stream.integers(2**31 - 1))
-        xb = ops.convert_to_tensor(xb, "float32")
-        d = run(
-            xb,
-            ops.convert_to_tensor(z_init.astype("float32")),
-            ops.convert_to_tensor(step_seed, "int32"),
+        z_init, keys = pair_noise(
+            seed, [divmod(p, num_samples) for p in range(start, start + len(xb))],
+            xb.shape[1:-1] + (model.target_channels,),
         )
+        xb = ops.convert_to_tensor(xb, "float32")
+        d = run(xb, ops.convert_to_tensor(z_init), ops.convert_to_tensor(keys, "int32"))
         outputs.append(ops.convert_to_numpy(model.target_from_diffusion(xb, d)))
         bar.update(b + 1)
     out = np.concatenate(outputs)[:, :height, :width]

@@ -127,7 +127,9 @@ class _Server:
         handler = functools.partial(Handler, directory=str(root))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.counter = counter
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=functools.partial(self.httpd.serve_forever, poll_interval=0.02), daemon=True
+        )
 
     def __enter__(self):
         self.thread.start()
@@ -265,3 +267,231 @@ def test_save_preset_checks_metadata_before_writing(preset_dir, tmp_path):
     # NaN scores (e.g. a Spearman ρ of a constant map) are kept, and the preset loads.
     keras_cvdm.save_preset(model, str(folder), {"task": "qpi", "rho": float("nan")})
     assert np.isnan(keras_cvdm.from_preset(str(folder)).metadata["rho"])
+
+
+# ------------------------------------------------------------- hostile or odd input
+
+
+class _PathOfBytes:
+    def __fspath__(self):
+        return b"qpi"
+
+
+@pytest.mark.parametrize("bad", [None, 3, b"qpi", ["qpi"], _PathOfBytes()])
+def test_a_wrong_type_is_a_type_error_naming_the_accepted_forms(bad):
+    for load in (keras_cvdm.from_preset, presets.describe_preset):
+        with pytest.raises(TypeError, match="takes a built-in preset name") as info:
+            load(bad)
+        assert "qpi" in str(info.value) and "https://" in str(info.value)
+
+
+def test_damaged_json_is_refused_with_a_value_error(preset_dir, tmp_path):
+    folder = tmp_path / "damaged"
+    shutil.copytree(preset_dir, folder)
+    meta_path, config_path = folder / presets.METADATA_FILE, folder / presets.CONFIG_FILE
+    meta, config = json.loads(meta_path.read_text()), config_path.read_text()
+    cases = [
+        (meta_path, "[1, 2]", "must hold a JSON object"),
+        (meta_path, json.dumps({**meta, "forward_model": [0.521]}), "'forward_model' entry"),
+        (meta_path, json.dumps({**meta, "sampling": "ddim"}), "'sampling' entry"),
+        (meta_path, json.dumps({**meta, "task": 3}), "'task' entry"),
+        (meta_path, b"\xff\xfe{}", "not valid JSON"),
+        (config_path, json.dumps({**json.loads(config), "config": []}), "'config' entry"),
+    ]
+    for path, text, message in cases:
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text)
+        for load in (keras_cvdm.from_preset, presets.describe_preset):
+            if load is presets.describe_preset and path == config_path:
+                continue  # describe_preset reads the metadata only
+            with pytest.raises(ValueError, match=message):
+                load(str(folder))
+        meta_path.write_text(json.dumps(meta))
+        config_path.write_text(config)
+    assert keras_cvdm.from_preset(str(folder)).metadata == meta
+
+
+def _cache_files(cache):
+    """Every file and folder under the cache's preset folder, relative to it."""
+    root = cache / presets.CACHE_SUBDIR
+    return sorted(os.path.relpath(os.path.join(d, n), root)
+                  for d, dirs, files in os.walk(root) for n in dirs + files)
+
+
+def _stored_zip(path, folder, corrupt=None):
+    """A zip of `folder` under tiny/, members stored; `corrupt` names one whose data is
+    flipped (its CRC then fails while the others extract)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for name in presets.PRESET_FILES:
+            zf.write(os.path.join(folder, name), arcname=f"tiny/{name}")
+    if corrupt is not None:
+        data = bytearray(open(path, "rb").read())
+        payload = open(os.path.join(folder, corrupt), "rb").read()
+        at = data.index(payload[:256]) + len(payload) // 2
+        data[at] ^= 0xFF
+        open(path, "wb").write(bytes(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["no-config", "truncated", "corrupt-member"])
+def test_a_failed_extraction_leaves_nothing_and_fails_again_cleanly(
+    preset_dir, tmp_path, served, kind
+):
+    if kind == "no-config":
+        name = "p.tar.gz"
+        with tarfile.open(served / name, "w:gz") as tf:
+            for f in (presets.METADATA_FILE, presets.WEIGHTS_FILE):
+                tf.add(os.path.join(preset_dir, f), arcname=f"tiny/{f}")
+        message = "holds no preset folder"
+    elif kind == "truncated":
+        name = "p.tar.gz"
+        _tar(served / name, preset_dir)
+        data = (served / name).read_bytes()
+        (served / name).write_bytes(data[: len(data) // 2])
+        message = "not a readable"
+    else:
+        name = "p.zip"
+        _stored_zip(served / name, preset_dir, corrupt=presets.WEIGHTS_FILE)
+        message = "could not be extracted"
+    sha, cache = _sha(served / name), tmp_path / "cache"
+    with _Server(served) as server:
+        for _ in range(2):
+            with pytest.raises(ValueError, match=message):
+                keras_cvdm.from_preset(server.url(name), sha256=sha, cache_dir=str(cache))
+            # The verified archive stays (it is what the checksum names); nothing else.
+            assert _cache_files(cache) == [sha[:16] + name[1:]]
+        assert server.counter["gets"] == 1
+        # Fixed on the server (a new archive, its new checksum): it loads.
+        fixed = _tar(served / "fixed.tar.gz", preset_dir)
+        model = keras_cvdm.from_preset(server.url("fixed.tar.gz"), sha256=_sha(fixed),
+                                       cache_dir=str(cache))
+    assert model.metadata["task"] == "qpi"
+
+
+@pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
+def test_extracted_size_is_limited_before_anything_is_written(
+    preset_dir, tmp_path, served, monkeypatch, fmt
+):
+    import zipfile
+
+    zeros = b"\0" * (2 << 20)  # 2 MiB that compress to a few kB
+    name = f"p.{fmt}"
+    if fmt == "zip":
+        with zipfile.ZipFile(served / name, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in presets.PRESET_FILES:
+                zf.write(os.path.join(preset_dir, f), arcname=f"tiny/{f}")
+            zf.writestr("tiny/zeros.bin", zeros)
+    else:
+        _tar(served / name, preset_dir, [(tarfile.TarInfo("tiny/zeros.bin"), zeros)])
+    sha, cache = _sha(served / name), tmp_path / "cache"
+    assert os.path.getsize(served / name) * 10 < len(zeros)
+    with _Server(served) as server:
+        url = server.url(name)
+        with pytest.raises(ValueError, match=r"more than 1000000 bytes.*max_extracted_bytes="):
+            keras_cvdm.from_preset(url, sha256=sha, cache_dir=str(cache),
+                                   max_extracted_bytes=1_000_000)
+        assert _cache_files(cache) == [sha[:16] + name[1:]]
+        # The default limit: 10 times the archive's size, at least MIN_EXTRACTED_LIMIT.
+        monkeypatch.setattr(presets.remote, "MIN_EXTRACTED_LIMIT", 1 << 20)
+        with pytest.raises(ValueError, match="max_extracted_bytes"):
+            keras_cvdm.from_preset(url, sha256=sha, cache_dir=str(cache))
+        assert _cache_files(cache) == [sha[:16] + name[1:]]
+        model = keras_cvdm.from_preset(url, sha256=sha, cache_dir=str(cache),
+                                       max_extracted_bytes=4 << 20)
+    assert model.metadata["task"] == "qpi"
+    for bad in (0, -1, 1.5, True, "1MB"):
+        with pytest.raises(ValueError, match="max_extracted_bytes must be a positive int"):
+            keras_cvdm.from_preset(url, sha256=sha, cache_dir=str(cache),
+                                   max_extracted_bytes=bad)
+
+
+def test_permission_bits_are_normalised(preset_dir, tmp_path, served):
+    def hostile_modes(info):
+        info.mode = 0o777 if info.isdir() else 0o6777  # setuid, setgid, world-writable
+        return info
+
+    archive = served / "p.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(preset_dir, arcname="tiny", filter=hostile_modes)
+        sub = tarfile.TarInfo("tiny/extra")
+        sub.type, sub.mode = tarfile.DIRTYPE, 0o1777  # sticky
+        tf.addfile(sub)
+    cache = tmp_path / "cache"
+    with _Server(served) as server:
+        keras_cvdm.from_preset(server.url("p.tar.gz"), sha256=_sha(archive),
+                               cache_dir=str(cache))
+    extracted = cache / presets.CACHE_SUBDIR / f"{_sha(archive)[:16]}_extracted"
+    modes = {}
+    for folder, dirs, files in os.walk(extracted):
+        for n in dirs + files:
+            path = os.path.join(folder, n)
+            modes[os.path.relpath(path, extracted)] = os.stat(path).st_mode & 0o7777
+    assert modes["tiny/" + presets.WEIGHTS_FILE] == 0o644
+    assert {m for p, m in modes.items() if os.path.isfile(extracted / p)} == {0o644}
+    assert {m for p, m in modes.items() if os.path.isdir(extracted / p)} == {0o755}
+    assert modes["tiny/extra"] == 0o755
+
+
+def test_a_silent_server_times_out_with_a_clear_error(tmp_path):
+    import socket
+    import time
+
+    # Accepts connections (the kernel's backlog) and never answers; closed after 20 s
+    # so that a download without a timeout fails rather than hangs.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    closer = threading.Timer(20, listener.close)
+    closer.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/p.tar.gz"
+    try:
+        start = time.monotonic()
+        with pytest.raises(ValueError, match=r"did not answer within 0\.5 s.*timeout="):
+            keras_cvdm.from_preset(url, sha256="0" * 64, cache_dir=str(tmp_path / "c"),
+                                   timeout=0.5)
+        assert time.monotonic() - start < 5
+    finally:
+        closer.cancel()
+        listener.close()
+    assert _cache_files(tmp_path / "c") == []
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        keras_cvdm.from_preset(url, sha256="0" * 64, cache_dir=str(tmp_path / "c"), timeout=0)
+
+
+def test_a_damaged_cached_copy_is_extracted_or_downloaded_again(preset_dir, tmp_path, served):
+    archive = _tar(served / "tiny.tar.gz", preset_dir)
+    sha, cache = _sha(archive), tmp_path / "cache"
+    extracted = cache / presets.CACHE_SUBDIR / f"{sha[:16]}_extracted" / "tiny"
+    reference = keras_cvdm.from_preset(preset_dir).get_weights()
+
+    def flip(path):
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+    with _Server(served) as server:
+        url = server.url("tiny.tar.gz")
+        keras_cvdm.from_preset(url, sha256=sha, cache_dir=str(cache))
+        # The extracted weights damaged: extracted again from the cached archive.
+        flip(extracted / presets.WEIGHTS_FILE)
+        with pytest.warns(UserWarning, match="damaged"):
+            model = keras_cvdm.from_preset(url, sha256=sha, cache_dir=str(cache))
+        assert server.counter["gets"] == 1
+        # A file gone and the cached archive damaged too: downloaded again.
+        os.remove(extracted / presets.METADATA_FILE)
+        flip(cache / presets.CACHE_SUBDIR / f"{sha[:16]}.tar.gz")
+        with pytest.warns(UserWarning, match="lacks metadata.json"):
+            again = keras_cvdm.from_preset(url, sha256=sha, cache_dir=str(cache))
+        assert server.counter["gets"] == 2
+    for a, b, c in zip(model.get_weights(), again.get_weights(), reference):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+    assert _cache_files(cache) == sorted([
+        f"{sha[:16]}.tar.gz", f"{sha[:16]}_extracted", f"{sha[:16]}_extracted/.extracted",
+        f"{sha[:16]}_extracted/tiny",
+        *(f"{sha[:16]}_extracted/tiny/{f}" for f in presets.PRESET_FILES),
+    ])

@@ -315,13 +315,128 @@ def test_tensorflow_xla_sampling_loop_matches_the_graph_loop():
     rng = np.random.default_rng(5)
     x = ops.convert_to_tensor(rng.uniform(-0.5, 0.5, size=(2, 16, 16, 1)).astype("float32"))
     z = ops.convert_to_tensor(rng.normal(size=(2, 16, 16, 1)).astype("float32"))
-    seed = ops.convert_to_tensor(4, "int32")
+    keys = ops.convert_to_tensor([[4, 0], [4, 1]], "int32")
     out = {}
     for sampler in ("ddim", "dpmpp2m", "dpmpp2m_sde"):
-        graph = make_sampler(model, 8, sampler, False)(x, z, seed)
-        xla = make_sampler(model, 8, sampler, False, jit_compile=True)(x, z, seed)
+        graph = make_sampler(model, 8, sampler, False)(x, z, keys)
+        xla = make_sampler(model, 8, sampler, False, jit_compile=True)(x, z, keys)
         out[sampler] = ops.convert_to_numpy(xla)
         if sampler not in STOCHASTIC:  # XLA draws its own per-step noise
             np.testing.assert_allclose(out[sampler], ops.convert_to_numpy(graph), atol=1e-4)
     assert np.all(np.isfinite(out["dpmpp2m_sde"]))
     assert not np.allclose(out["dpmpp2m_sde"], out["dpmpp2m"], atol=1e-3)
+
+
+# ------------------------------------------------- samples keyed by (seed, image, sample)
+
+# The denoiser's float32 rounding differs between batch sizes: measured up to 4e-7 (torch,
+# TensorFlow) and 1.1e-6 (JAX) of the largest sample; a sample drawn with other noise
+# differs by about a third of it.
+ROUNDING = 1e-5
+
+
+def assert_same_samples(actual, expected, err_msg=""):
+    np.testing.assert_allclose(actual, expected, rtol=0, err_msg=err_msg,
+                               atol=ROUNDING * np.abs(expected).max())
+
+
+@pytest.fixture(scope="module")
+def keyed_model():
+    """A tiny model whose denoiser responds to z, x and γ (the untrained output layer is 0)."""
+    model = tiny_model(seed=4)
+    model.build((None, 8, 8, 2))
+    rng = np.random.default_rng(0)
+    model.set_weights([w + 0.05 * rng.normal(size=w.shape) for w in model.get_weights()])
+    return model
+
+
+def _stack(seed, n, size=(8, 8)):
+    return np.random.default_rng(seed).uniform(-1, 1, size=(n, *size, 2)).astype("float32")
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "dpmpp2m_sde", "ddim"])
+def test_samples_do_not_depend_on_batch_size(keyed_model, sampler):
+    x = _stack(0, 3)
+    kwargs = {"num_samples": 3, "num_steps": 3, "sampler": sampler, "clip": False, "verbose": 0}
+    one = keyed_model.predict_samples(x, batch_size=1, seed=7, **kwargs)
+    for batch_size in (3, 16):
+        assert_same_samples(keyed_model.predict_samples(x, batch_size=batch_size, seed=7,
+                                                         **kwargs), one, f"batch_size={batch_size}")
+    other_seed = keyed_model.predict_samples(x, batch_size=16, seed=8, **kwargs)
+    scale = np.abs(one).mean()
+    assert np.abs(other_seed - one).mean() > 0.1 * scale  # another seed, other samples
+    assert np.abs(one[:, 0] - one[:, 1]).mean() > 0.1 * scale  # the samples of one image differ
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "dpmpp2m_sde", "ddim"])
+def test_samples_of_an_image_do_not_depend_on_the_rest_of_the_stack(keyed_model, sampler):
+    x = _stack(1, 3)
+    kwargs = {"num_samples": 3, "num_steps": 3, "sampler": sampler, "clip": False, "seed": 3,
+              "verbose": 0}
+    stacked = keyed_model.predict_samples(x, batch_size=16, **kwargs)
+    alone = keyed_model.predict_samples(x[:1], batch_size=16, **kwargs)
+    assert_same_samples(alone, stacked[:1])
+    # Image 1 among other images, more of them, in batches cut elsewhere: the same samples.
+    others = _stack(2, 4)
+    others[1] = x[1]
+    mixed = keyed_model.predict_samples(others, batch_size=3, **kwargs)
+    assert_same_samples(mixed[1], stacked[1])
+    # ... while the model does respond to the image: a different image 0 samples differently.
+    assert np.abs(mixed[0] - stacked[0]).mean() > 0.05 * np.abs(stacked[0]).mean()
+
+
+def test_per_step_noise_is_standard_normal_and_independent_across_pairs(keyed_model,
+                                                                        monkeypatch):
+    """The backend's per-step noise, read off directly: every (pair, step) an independent
+    standard normal draw that depends on the pair's key and the step only."""
+    import importlib
+
+    from keras_cvdm import sampling
+
+    module = importlib.import_module(f"keras_cvdm.backend.{keras.backend.backend()}_sampler")
+
+    def steps_noise(model, x, z_init, num_steps, sampler, clip, noise_fn, times=None):
+        return ops.stack([noise_fn(k) for k in range(num_steps)], axis=1)
+
+    monkeypatch.setattr(module, "reverse_diffusion", steps_noise)
+    draw = module.make_sampler(keyed_model, 2, "ancestral", False)
+    pairs, shape = [(n, k) for n in range(16) for k in range(4)], (8, 8, 1)
+    _, keys = sampling.pair_noise(5, pairs, shape)
+    x = ops.zeros((len(pairs),) + shape[:-1] + (2,))
+    z = ops.zeros((len(pairs),) + shape)
+    noise = ops.convert_to_numpy(draw(x, z, ops.convert_to_tensor(keys, "int32")))
+    assert noise.shape == (len(pairs), 2) + shape
+    values = noise.astype("float64").ravel()
+    n = values.size  # 8192
+    assert abs(values.mean()) < 4 / np.sqrt(n)
+    assert abs(values.var() - 1) < 4 * np.sqrt(2 / n)
+    # Independent rows (pair × step) of d values: the correlation of two rows has mean 0
+    # and variance 1/d; equal or shared noise would give correlations near 1.
+    rows = noise.reshape(-1, int(np.prod(shape))).astype("float64")
+    d = rows.shape[1]
+    corr = rows @ rows.T / d
+    off = corr[~np.eye(len(rows), dtype=bool)]
+    assert np.abs(off).max() < 0.6
+    assert abs(np.mean(off**2) * d - 1) < 0.15  # 8128 distinct pairs of rows
+    # A pair's noise does not depend on the other rows of the batch.
+    few = ops.convert_to_numpy(draw(x[:2], z[:2], ops.convert_to_tensor(keys[[9, 3]], "int32")))
+    np.testing.assert_array_equal(few, noise[[9, 3]])
+
+
+def test_tiled_posterior_does_not_depend_on_the_sampling_batch_size(keyed_model):
+    """Tiles are sampled `tiles_per_call` at a time with one seed per call; how those pairs
+    are then batched inside `predict_samples` does not change the result."""
+    from keras_cvdm.tiling import predict_tiled
+
+    x = _stack(5, 1, size=(7, 20))  # three 7 × 8 tiles at overlap 2, sampled in one call
+    out = []
+    for batch_size in (3, 16):
+        def sample_fn(batch, seed, batch_size=batch_size):
+            return keyed_model.predict_samples(batch, num_samples=3, num_steps=3, clip=False,
+                                               sampler="ancestral", seed=seed,
+                                               batch_size=batch_size, verbose=0)
+        out.append(predict_tiled(sample_fn, x, tile=8, overlap=2, num_samples=3, seed=1,
+                                 tiles_per_call=3, keep_samples=True))
+    assert out[0]["samples"].shape == (1, 3, 7, 20, 1)
+    for key in ("mean", "std", "samples"):
+        assert_same_samples(out[1][key], out[0][key], key)

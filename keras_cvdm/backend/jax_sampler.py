@@ -1,27 +1,37 @@
 """JAX sampling loop: one `jax.jit` of the whole reverse diffusion, stateless weights."""
 
 import jax
+import jax.numpy as jnp
 from keras import StatelessScope
 
 from keras_cvdm.sampling import reverse_diffusion
 
 
 def make_sampler(model, num_steps, sampler, clip):
-    """A compiled `fn(x, z_init, seed) -> ŷ` for fixed steps/sampler/clip."""
+    """A compiled `fn(x, z_init, keys) -> ŷ` for fixed steps/sampler/clip.
+
+    `keys` are int32 `(B, 2)`, one threefry key per row (`keras_cvdm.sampling.pair_noise`);
+    row `r`'s noise at step `k` is drawn from `fold_in(keys[r], k)`, so it depends on that
+    row's key and `k` only.
+    """
     variables = model.trainable_variables + model.non_trainable_variables
 
     @jax.jit
-    def run(values, x, z_init, seed):
-        key = jax.random.key(seed)
-        shape = x.shape[:-1] + (model.target_channels,)
+    def run(values, x, z_init, keys):
+        data = jax.lax.bitcast_convert_type(keys, jnp.uint32)
+        row_keys = jax.random.wrap_key_data(data, impl="threefry2x32")
+        shape = x.shape[1:-1] + (model.target_channels,)
+
+        def row_noise(key, k):
+            return jax.random.normal(jax.random.fold_in(key, k), shape, jnp.float32)
 
         def noise_fn(k):
-            return jax.random.normal(jax.random.fold_in(key, k), shape)
+            return jax.vmap(row_noise, in_axes=(0, None))(row_keys, k)
 
         with StatelessScope(state_mapping=list(zip(variables, values))):
             return reverse_diffusion(model, x, z_init, num_steps, sampler, clip, noise_fn)
 
-    def fn(x, z_init, seed):
-        return run([v.value for v in variables], x, z_init, seed)
+    def fn(x, z_init, keys):
+        return run([v.value for v in variables], x, z_init, keys)
 
     return fn

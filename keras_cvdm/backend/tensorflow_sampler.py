@@ -6,7 +6,11 @@ from keras_cvdm.sampling import reverse_diffusion
 
 
 def make_sampler(model, num_steps, sampler, clip, jit_compile=False):
-    """A compiled `fn(x, z_init, seed) -> ŷ` for fixed steps/sampler/clip.
+    """A compiled `fn(x, z_init, keys) -> ŷ` for fixed steps/sampler/clip.
+
+    `keys` are int32 `(B, 2)`, one key per row (`keras_cvdm.sampling.pair_noise`); row
+    `r`'s noise at step `k` is a stateless normal draw seeded by `(keys[r] as one int64, k)`,
+    so it depends on that row's key and `k` only.
 
     `jit_compile=True` compiles the loop with XLA (`benchmarks/sample_speed.py` measures
     it against the default graph mode). The deterministic samplers give the same result
@@ -15,12 +19,17 @@ def make_sampler(model, num_steps, sampler, clip, jit_compile=False):
     """
 
     @tf.function(reduce_retracing=True, jit_compile=jit_compile)
-    def fn(x, z_init, seed):
-        shape = tf.concat([tf.shape(x)[:-1], [model.target_channels]], axis=0)
-        seed = tf.cast(seed, tf.int64)
+    def fn(x, z_init, keys):
+        shape = tf.concat([tf.shape(x)[1:-1], [model.target_channels]], axis=0)
+        row_keys = tf.bitcast(tf.cast(keys, tf.int32), tf.int64)  # (B,): both words
 
         def noise_fn(k):
-            return tf.random.stateless_normal(shape, seed=tf.stack([seed, tf.cast(k, tf.int64)]))
+            step = tf.fill(tf.shape(row_keys), tf.cast(k, tf.int64))
+            return tf.map_fn(
+                lambda seed: tf.random.stateless_normal(shape, seed=seed),
+                tf.stack([row_keys, step], axis=1),
+                fn_output_signature=tf.float32,
+            )
 
         return reverse_diffusion(model, x, z_init, num_steps, sampler, clip, noise_fn)
 

@@ -15,9 +15,11 @@ weights checksum can sit beside it; `from_preset` puts it back on the model, whe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import warnings
 
 import keras
 
@@ -29,6 +31,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
 PRESET_FILES = (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)
+#: The metadata entries that must be JSON objects when present.
+OBJECT_ENTRIES = ("forward_model", "normalization", "sampling", "training", "validation")
 
 
 def sha256_of(path) -> str:
@@ -51,8 +55,9 @@ def sha256_of(path) -> str:
     return digest.hexdigest()
 
 
-def from_preset(name_or_path, sha256: str | None = None, cache_dir: str | None = None,
-                **overrides):
+def from_preset(name_or_path, sha256: str | None = None, cache_dir: str | None = None, *,
+                timeout: float = remote.DOWNLOAD_TIMEOUT_S,
+                max_extracted_bytes: int | None = None, **overrides):
     """Load a pretrained `CVDM` from a built-in name, a folder, or an archive URL.
 
     Args:
@@ -60,26 +65,45 @@ def from_preset(name_or_path, sha256: str | None = None, cache_dir: str | None =
             local preset folder, or an `https://` URL of a `.tar.gz`/`.zip` preset archive.
         sha256: the archive's hex sha256; required for URLs, ignored otherwise.
         cache_dir: where downloads are cached (default: Keras's cache, `$KERAS_HOME` or
-            `~/.keras`).
+            `~/.keras`). A cached copy found damaged is extracted (or downloaded) again.
+        timeout: for URLs, seconds to wait for the server to connect or to send more
+            data before giving up with a `ValueError` (default 60).
+        max_extracted_bytes: for URLs, the most bytes the archive may expand to, checked
+            before anything is extracted (default: the larger of 256 MiB and 10 times the
+            archive's size).
         **overrides: entries of the model config to replace (e.g. `num_timesteps=100`).
 
     Returns:
         A built `CVDM` with the preset's weights; `model.metadata` holds `metadata.json`.
+
+    Raises:
+        TypeError: `name_or_path` is not a str or os.PathLike.
+        ValueError: an unknown name; a damaged preset; for URLs a missing or wrong sha256,
+            a failed or timed-out download, or an unsafe or too large archive (nothing is
+            extracted then).
+        FileNotFoundError: a preset folder lacks one of its files.
 
     Examples:
         >>> model = from_preset("qpi")
         >>> model.metadata["task"], model.metadata["forward_model"]["wavelength_um"]
         ('qpi', 0.521)
     """
-    if not isinstance(name_or_path, str | os.PathLike):
-        raise ValueError(
-            f"from_preset needs a preset name, a folder or a URL (a string), got "
-            f"{name_or_path!r}. Built-in presets: {', '.join(registry.list_presets())}."
-        )
-    name_or_path = os.fspath(name_or_path)
+    name_or_path = _preset_reference(name_or_path, "from_preset")
     if name_or_path.startswith(("https://", "http://")):
-        folder = _preset_root(remote.fetch_preset_archive(name_or_path, sha256, cache_dir),
-                              name_or_path)
+        fetch = functools.partial(
+            remote.fetch_preset_archive, name_or_path, sha256, cache_dir,
+            root_file=CONFIG_FILE, timeout=timeout, max_extracted_bytes=max_extracted_bytes,
+        )
+        folder = fetch()
+        try:
+            check_preset_folder(folder)
+        except (FileNotFoundError, ValueError) as damage:
+            # A cached extraction damaged since: extract (or download) it again.
+            warnings.warn(
+                f"The cached copy of {name_or_path} in {folder} is damaged ({damage}); "
+                "extracting it again from the verified archive.", stacklevel=2,
+            )
+            folder = fetch(refresh=True)
     elif name_or_path in registry.BUILTIN_PRESETS:
         folder = registry.builtin_folder(name_or_path)
     elif os.path.isdir(name_or_path):
@@ -109,28 +133,17 @@ def load_preset_folder(folder, **overrides):
         >>> model.metadata["forward_model"]["factor"]
         2
     """
-    missing = [f for f in PRESET_FILES if not os.path.isfile(os.path.join(folder, f))]
-    if missing:
-        raise FileNotFoundError(
-            f"The preset folder {folder!r} lacks {', '.join(missing)}. A preset folder holds "
-            f"{', '.join(PRESET_FILES)}; write one with keras_cvdm.save_preset(model, folder)."
-        )
-    metadata = _read_json_object(os.path.join(folder, METADATA_FILE))
-    weights = os.path.join(folder, WEIGHTS_FILE)
-    expected = metadata.get("weights_sha256")
-    if expected is not None and sha256_of(weights) != expected:
-        raise ValueError(
-            f"{weights} does not match the sha256 recorded in its metadata.json: the file is "
-            "corrupt or was replaced. Reinstall keras-cvdm (built-in presets) or download "
-            "the preset again."
-        )
-    config = _read_json_object(os.path.join(folder, CONFIG_FILE))
+    config, metadata, weights = check_preset_folder(folder)
     inner = {**config.get("config", {}), **overrides, "metadata": metadata}
     config = {**config, "config": inner}
     # Imported here: the model module registers the CVDM class with Keras.
     from keras_cvdm.model import CVDM
+    from keras_cvdm.presets.placeholders import placeholder_weights
 
-    model = keras.saving.deserialize_keras_object(config)
+    # load_weights below overwrites every weight (it refuses a file that misses one), so
+    # the build skips the initialisers: most of a load's time on JAX.
+    with placeholder_weights():
+        model = keras.saving.deserialize_keras_object(config)
     if not isinstance(model, CVDM):
         raise ValueError(f"{folder}/{CONFIG_FILE} describes a {type(model).__name__}, not a CVDM.")
     if not model.built:
@@ -147,6 +160,49 @@ def load_preset_folder(folder, **overrides):
             "download the preset again, and override only non-architectural settings."
         ) from error
     return model
+
+
+def check_preset_folder(folder):
+    """Read a preset folder's files and check them, without building the model.
+
+    Checked: the three files are there, both JSON files hold objects (and the metadata's
+    `OBJECT_ENTRIES` too), and the weights match the sha256 recorded in the metadata.
+
+    Args:
+        folder: the preset folder.
+
+    Returns:
+        `(config, metadata, weights_path)`; raises `FileNotFoundError` for a missing file
+        and `ValueError` for a damaged one.
+
+    Examples:
+        >>> config, metadata, weights = check_preset_folder(registry.builtin_folder("qpi"))
+        >>> config["class_name"], metadata["task"], os.path.basename(weights)
+        ('CVDM', 'qpi', 'model.weights.h5')
+    """
+    missing = [f for f in PRESET_FILES if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise FileNotFoundError(
+            f"The preset folder {folder!r} lacks {', '.join(missing)}. A preset folder holds "
+            f"{', '.join(PRESET_FILES)}; write one with keras_cvdm.save_preset(model, folder)."
+        )
+    metadata = _read_metadata(folder)
+    weights = os.path.join(folder, WEIGHTS_FILE)
+    expected = metadata.get("weights_sha256")
+    if expected is not None and sha256_of(weights) != expected:
+        raise ValueError(
+            f"{weights} does not match the sha256 recorded in its metadata.json: the file is "
+            "corrupt or was replaced. Reinstall keras-cvdm (built-in presets), or load the "
+            "preset again from its URL (a damaged download is extracted again)."
+        )
+    config = _read_json_object(os.path.join(folder, CONFIG_FILE))
+    if not isinstance(config.get("config", {}), dict):
+        raise ValueError(
+            f"{os.path.join(folder, CONFIG_FILE)}: its 'config' entry must be a JSON object, "
+            f"not a {type(config['config']).__name__}; the preset is damaged. Write it again "
+            "with keras_cvdm.save_preset."
+        )
+    return config, metadata, weights
 
 
 def save_preset(model, folder, metadata=None, overwrite: bool = False) -> dict:
@@ -219,9 +275,9 @@ def describe_preset(name_or_folder) -> dict:
         >>> row["task"], row["optics"]["factor"], row["weights_mb"] < 15
         ('sr', 2, True)
     """
-    name = os.fspath(name_or_folder)
+    name = _preset_reference(name_or_folder, "describe_preset")
     folder = registry.builtin_folder(name) if name in registry.BUILTIN_PRESETS else name
-    metadata = _read_json_object(os.path.join(folder, METADATA_FILE))
+    metadata = _read_metadata(folder)
     scores = {}
 
     def flatten(prefix, value):
@@ -246,11 +302,42 @@ def describe_preset(name_or_folder) -> dict:
     }
 
 
+def _preset_reference(name_or_path, caller):
+    """`name_or_path` as a str, or a TypeError naming what `caller` accepts."""
+    value = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{caller} takes a built-in preset name ({', '.join(registry.list_presets())}), "
+            "the path of a preset folder (a str or os.PathLike), or an https:// URL of a "
+            f"preset archive; got {type(name_or_path).__name__} {name_or_path!r}."
+        )
+    return value
+
+
+def _read_metadata(folder):
+    """`metadata.json` as a dict whose `OBJECT_ENTRIES` are dicts, else a ValueError."""
+    path = os.path.join(folder, METADATA_FILE)
+    metadata = _read_json_object(path)
+    for key in OBJECT_ENTRIES:
+        if key in metadata and not isinstance(metadata[key], dict):
+            raise ValueError(
+                f"{path}: its {key!r} entry must be a JSON object ({{...}}), not a "
+                f"{type(metadata[key]).__name__}; the preset is damaged. Write it again "
+                "with keras_cvdm.save_preset."
+            )
+    if not isinstance(metadata.get("task", ""), str | None):
+        raise ValueError(
+            f"{path}: its 'task' entry must be a string such as 'qpi' or 'sr', not "
+            f"{metadata['task']!r}; the preset is damaged."
+        )
+    return metadata
+
+
 def _read_json_object(path):
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             value = json.load(f)
-    except json.JSONDecodeError as error:
+    except ValueError as error:  # not JSON, or not UTF-8 text
         raise ValueError(f"{path} is not valid JSON ({error}); the preset is damaged.") from error
     if not isinstance(value, dict):
         raise ValueError(
@@ -258,16 +345,3 @@ def _read_json_object(path):
             "preset is damaged."
         )
     return value
-
-
-def _preset_root(folder, url):
-    """The preset folder inside an extracted archive: its top level or its one subfolder."""
-    if os.path.isfile(os.path.join(folder, CONFIG_FILE)):
-        return folder
-    entries = [e for e in os.listdir(folder) if not e.startswith(".")]
-    if len(entries) == 1 and os.path.isfile(os.path.join(folder, entries[0], CONFIG_FILE)):
-        return os.path.join(folder, entries[0])
-    raise ValueError(
-        f"The archive from {url} holds no preset folder (no {CONFIG_FILE} at its top level "
-        "or in a single top-level folder)."
-    )
