@@ -2,7 +2,9 @@
 
 - `registry`: the built-in presets, shipped inside the package (offline).
 - `loader`: preset folders (config, weights, metadata) in and out.
-- `remote`: archives from a URL with their sha256, through `keras.utils.get_file`.
+- `remote`: archives from a URL with their sha256: downloaded once with a timeout into the
+  Keras cache, checked (unsafe members, size) before anything is written, extracted atomically
+  with normalised permissions.
 """
 
 from keras_cvdm.presets.loader import (
@@ -10,6 +12,7 @@ from keras_cvdm.presets.loader import (
     METADATA_FILE,
     PRESET_FILES,
     WEIGHTS_FILE,
+    check_preset_folder,
     describe_preset,
     from_preset,
     load_preset_folder,
@@ -27,6 +30,7 @@ __all__ = [
     "METADATA_FILE",
     "PRESET_FILES",
     "WEIGHTS_FILE",
+    "check_preset_folder",
     "describe_preset",
     "from_preset",
     "list_presets",
