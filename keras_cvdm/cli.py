@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -121,22 +122,64 @@ def _ints(text):
     return values
 
 
+def _whole(minimum):
+    """An argparse type: a whole number of at least `minimum` (`"8"`, not `"2.7"`)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number of at least {minimum}, got {text!r}"
+            )
+        return value
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+def _real(minimum, strict=False):
+    """An argparse type: a finite number of at least (`strict`: above) `minimum`.
+
+    `nan` and `inf`, which `float` accepts, are refused.
+    """
+    relation = "greater than" if strict else "at least"
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or (value <= minimum if strict else value < minimum):
+            raise argparse.ArgumentTypeError(
+                f"expected a finite number {relation} {minimum:g}, got {text!r}"
+            )
+        return value
+    parse.__name__ = f"number {relation} {minimum:g}"
+    return parse
+
+
+POSITIVE = _whole(1)
+NON_NEGATIVE = _whole(0)
+POSITIVE_REAL = _real(0, strict=True)
+
+
 def _add_sampling(parser, samples=8, seed=None):
-    parser.add_argument("--samples", type=int, default=samples,
-                        help=f"posterior samples per image (default {samples})")
-    parser.add_argument("--steps", type=int, default=None,
+    parser.add_argument("--samples", type=_whole(2), default=samples,
+                        help=f"posterior samples per image, at least 2 (default {samples})")
+    parser.add_argument("--steps", type=POSITIVE, default=None,
                         help="denoiser steps per sample (default: the model's)")
     parser.add_argument("--sampler", default=None,
                         help="ancestral, ddim, dpmpp2m or dpmpp2m_sde (default: the model's)")
-    parser.add_argument("--seed", type=int, default=seed,
+    parser.add_argument("--seed", type=NON_NEGATIVE, default=seed,
                         help="integer seed for reproducible samples (default: "
                         + ("a fresh one, recorded in the output)" if seed is None else f"{seed})"))
 
 
 def _add_tiling(parser):
-    parser.add_argument("--tile", type=int, default=None,
+    parser.add_argument("--tile", type=POSITIVE, default=None,
                         help="tile side in pixels for large images (default: whole image)")
-    parser.add_argument("--overlap", type=int, default=None,
+    parser.add_argument("--overlap", type=NON_NEGATIVE, default=None,
                         help="tile overlap in pixels (default: a quarter of --tile)")
 
 
@@ -251,10 +294,10 @@ def main(argv: list[str] | None = None) -> None:
         help="reconstruct simulated phase objects with the pretrained qpi preset",
     )
     demo.add_argument("--output", default="demo_output", help="folder for the figure")
-    demo.add_argument("--num-images", type=int, default=4, help="test images")
-    demo.add_argument("--image-size", type=int, default=128, help="image side")
-    demo.add_argument("--noise", type=float, default=0.05, help="intensity noise std")
-    demo.add_argument("--samples", type=int, default=8, help="posterior samples per image")
+    demo.add_argument("--num-images", type=POSITIVE, default=4, help="test images")
+    demo.add_argument("--image-size", type=POSITIVE, default=128, help="image side")
+    demo.add_argument("--noise", type=_real(0), default=0.05, help="intensity noise std")
+    demo.add_argument("--samples", type=_whole(2), default=8, help="posterior samples per image")
     demo.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
 
     predict = sub.add_parser(
@@ -269,13 +312,15 @@ def main(argv: list[str] | None = None) -> None:
     predict.add_argument("--input", nargs="+", required=True, help="input image file(s)")
     predict.add_argument("--output", required=True, help="folder for the results")
     _add_sampling(predict)
-    predict.add_argument("--batch-size", type=int, default=16,
+    predict.add_argument("--batch-size", type=POSITIVE, default=16,
                          help="(tile, sample) pairs per model call: bounds memory")
     _add_tiling(predict)
-    predict.add_argument("--wavelength", type=float, default=None, help="QPI: wavelength (µm)")
-    predict.add_argument("--pixel-size", type=float, default=None,
+    predict.add_argument("--wavelength", type=POSITIVE_REAL, default=None,
+                         help="QPI: wavelength (µm)")
+    predict.add_argument("--pixel-size", type=POSITIVE_REAL, default=None,
                          help="QPI: pixel size in the sample plane (µm)")
-    predict.add_argument("--defocus", type=float, default=None, help="QPI: defocus ±dz (µm)")
+    predict.add_argument("--defocus", type=POSITIVE_REAL, default=None,
+                         help="QPI: defocus ±dz (µm)")
     predict.add_argument("--save-samples", action="store_true",
                          help="also write the posterior samples to OUTPUT/samples.tif")
     predict.add_argument("--overwrite", action="store_true", help="replace earlier results")
@@ -291,18 +336,19 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--data", default=None,
                        help="paired data: a folder with x/ and y/ (same names) or an .npz")
     train.add_argument("--output", required=True, help="folder for the run and its preset")
-    train.add_argument("--epochs", type=int, default=10, help="epochs in all (raise to continue)")
-    train.add_argument("--steps-per-epoch", type=int, default=50, help="batches per epoch")
-    train.add_argument("--batch-size", type=int, default=8, help="examples per batch")
-    train.add_argument("--image-size", type=int, default=64, help="training crop side")
-    train.add_argument("--seed", type=int, default=0, help="seeds the model and data")
-    train.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's rate")
+    train.add_argument("--epochs", type=POSITIVE, default=10,
+                       help="epochs in all (raise to continue)")
+    train.add_argument("--steps-per-epoch", type=POSITIVE, default=50, help="batches per epoch")
+    train.add_argument("--batch-size", type=POSITIVE, default=8, help="examples per batch")
+    train.add_argument("--image-size", type=POSITIVE, default=64, help="training crop side")
+    train.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seeds the model and data")
+    train.add_argument("--learning-rate", type=POSITIVE_REAL, default=1e-3, help="Adam's rate")
     train.add_argument("--from-preset", default=None, help="fine-tune this preset")
     train.add_argument("--widths", type=_ints, default=None,
                        help="U-Net widths, e.g. 8,16 (None: the presets' architecture)")
     train.add_argument("--tensorboard", action="store_true",
                        help="also log to OUTPUT/logs for TensorBoard")
-    train.add_argument("--preview-every", type=int, default=1,
+    train.add_argument("--preview-every", type=NON_NEGATIVE, default=1,
                        help="write a preview PNG every N epochs (0: never)")
     train.add_argument("--overwrite", action="store_true",
                        help="discard an earlier run in OUTPUT and start again")
@@ -314,11 +360,11 @@ def main(argv: list[str] | None = None) -> None:
     _add_model_source(evaluate)
     evaluate.add_argument("--data", default=None,
                           help="paired folder (x/, y/) or .npz; default: the simulated test set")
-    evaluate.add_argument("--num-images", type=int, default=64,
+    evaluate.add_argument("--num-images", type=POSITIVE, default=64,
                           help="simulated test images per noise level")
-    evaluate.add_argument("--image-size", type=int, default=128,
+    evaluate.add_argument("--image-size", type=POSITIVE, default=128,
                           help="simulated image side")
-    evaluate.add_argument("--noise", type=float, nargs="+", default=None,
+    evaluate.add_argument("--noise", type=_real(0), nargs="+", default=None,
                           help="QPI intensity noise levels (default 0.05 0.1)")
     _add_sampling(evaluate, seed=0)
     _add_tiling(evaluate)

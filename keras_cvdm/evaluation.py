@@ -12,7 +12,7 @@ Every score comes from `keras_cvdm.metrics`.
 
 import numpy as np
 
-from keras_cvdm import metrics, qpi, sr, tasks
+from keras_cvdm import metrics, qpi, sr, tasks, validation
 from keras_cvdm.data import SR_TEST_SEED, qpi_test_set, sr_dataset, sr_test_set
 from keras_cvdm.imaging import image_shape
 from keras_cvdm.physics import (
@@ -94,8 +94,9 @@ def evaluate_qpi(model, num_images=16, image_size=128, noise_levels=(0.05, 0.1),
         >>> sorted(result), result["0.05"]["num_images"]
         (['0.05'], 2)
     """
+    num_images, image_size = _check_test_set(num_images, image_size)
     results = {}
-    for noise in noise_levels:
+    for noise in _check_noise_levels(noise_levels):
         i_minus, i_plus, phase, kinds = qpi_test_set(
             num_images, image_size, noise, return_kinds=True
         )
@@ -159,6 +160,7 @@ def evaluate_sr(model, num_images=16, image_size=128, num_samples=8, seed=0, **s
         >>> sorted(k for k in result if k.endswith("ssim"))
         ['cvdm_ssim', 'upsampled_ssim']
     """
+    num_images, image_size = _check_test_set(num_images, image_size)
     x, y = sr_test_set(num_images, image_size)
     num_steps, sampler = tasks.sampling_defaults(
         model, sampling.get("num_steps"), sampling.get("sampler"))
@@ -174,6 +176,26 @@ def evaluate_sr(model, num_images=16, image_size=128, num_samples=8, seed=0, **s
         out[f"{method}_ssim"] = float(np.mean(metrics.ssim(fitted, y, data_range=2.0)))
     out["std_error_spearman"] = metrics.spearman(std[..., 0], np.abs(mean - y))
     return out
+
+
+def _check_test_set(num_images, image_size):
+    """`(num_images, image_size)` of a simulated test set as whole numbers (else ValueError)."""
+    num_images = validation.check_int(num_images, "num_images", minimum=1)
+    if isinstance(image_size, list | tuple):
+        if len(image_size) != 2:
+            raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}.")
+        return num_images, tuple(validation.check_int(s, "image_size", minimum=1)
+                                 for s in image_size)
+    return num_images, validation.check_int(image_size, "image_size", minimum=1)
+
+
+def _check_noise_levels(noise_levels):
+    """QPI noise levels as a non-empty list of finite floats >= 0 (else ValueError)."""
+    levels = [validation.check_number(n, "noise level", minimum=0)
+              for n in np.atleast_1d(np.asarray(noise_levels, dtype=object)).tolist()]
+    if not levels:
+        raise ValueError("noise_levels is empty; give at least one level, e.g. 0.05.")
+    return levels
 
 
 # ---------------------------------------------------------------------------- evaluate
@@ -218,10 +240,9 @@ def _qpi_optics(model):
 
 
 def _sr_factor(model):
-    factor = model.metadata.get("forward_model", {}).get("factor")
-    if factor is None:
+    if model.metadata.get("forward_model", {}).get("factor") is None:
         raise ValueError("This SR model's metadata records no up-sampling factor (forward_model).")
-    return int(factor)
+    return sr.trained_factor(model)
 
 
 class _RawUnits:
@@ -514,10 +535,10 @@ def evaluate(model, data=None, num_images=64, image_size=128, noise_levels=None,
     """
     import keras
 
-    from keras_cvdm import validation
-
     task = _model_task(model)
     num_images = validation.check_int(num_images, "num_images", minimum=1)
+    if data is None:
+        num_images, image_size = _check_test_set(num_images, image_size)
     steps, sampler_name = tasks.sampling_defaults(model, num_steps, sampler)
     sampling = {"num_samples": num_samples, "seed": seed, "num_steps": steps,
                 "sampler": sampler_name, "tile": tile, "overlap": overlap}
@@ -529,7 +550,7 @@ def evaluate(model, data=None, num_images=64, image_size=128, noise_levels=None,
         optics = _qpi_optics(model)
         if data is None:
             noise_levels = QPI_NOISE_LEVELS if noise_levels is None else noise_levels
-            noise_levels = [float(n) for n in np.atleast_1d(noise_levels)]
+            noise_levels = _check_noise_levels(noise_levels)
             phase_range = model.metadata.get("forward_model", {}).get("phase_range_rad")
             phase_max = PAPER_PHASE_MAX if phase_range is None else float(phase_range[1])
             scales, skipped = _skipped(*image_shape(image_size))

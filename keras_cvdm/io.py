@@ -7,7 +7,14 @@ Reading (`read_image`, `read_stack`):
   `uint8 / 255` and `uint16 / 65535` (so both land in `[0, 1]`); other integer types
   (int16, int32, uint32) and booleans are cast to float32 without scaling.
 - Arrays are `(H, W)` or channels-last `(H, W, C)`; multi-page TIFFs are stacks
-  `(N, H, W[, C])`.
+  `(N, H, W[, C])`. Colour is known from the file, never guessed from the shape: a
+  TIFF's samples axis (RGB, RGBA, extra samples; planar files too) comes last, a
+  PNG/JPEG's RGB, RGBA or grey + alpha bands are its channels, and every other axis
+  of a TIFF is a page axis.
+- `as_gray=True` converts colour to luminance image by image (`to_grayscale`: RGB with
+  the BT.601 weights, alpha dropped, grey + alpha keeps the grey band); grey images
+  and grey multi-page stacks are already single planes and come back unchanged, so a
+  stack `(N, H, W)` or `(N, H, W, 3)` gives `(N, H, W)`.
 
 Writing (`write_image`, `write_stack`):
 
@@ -94,9 +101,25 @@ def to_grayscale(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         return image
     if image.ndim != 3:
-        raise ValueError(f"Expected (H, W) or (H, W, C), got shape {image.shape}.")
+        raise ValueError(
+            f"Expected (H, W) or (H, W, C), got shape {image.shape}; for a stack of colour "
+            "images, convert each: np.stack([to_grayscale(im) for im in stack])."
+        )
+    return _luminance(image)
+
+
+def _luminance(image: np.ndarray) -> np.ndarray:
+    """`to_grayscale` over the last (colour) axis of an array of any rank."""
+    channels = image.shape[-1]
+    if not 1 <= channels <= 4:
+        raise ValueError(
+            f"An image with {channels} channels (shape {image.shape}) is not grey + alpha, "
+            "RGB or RGBA, so it has no luminance; if the last axis is not colour (a stack "
+            "(N, H, W) has no channel axis), leave the array as it is, or pick a channel "
+            "with image[..., c]."
+        )
     dtype = image.dtype if np.issubdtype(image.dtype, np.floating) else np.float32
-    if image.shape[-1] in (1, 2):
+    if channels in (1, 2):
         return image[..., 0].astype(dtype)
     weights = np.array([0.299, 0.587, 0.114])
     return (image[..., :3].astype(np.float64) @ weights).astype(dtype)
@@ -109,10 +132,13 @@ def read_image(path: str | os.PathLike, *, scale: bool = True, as_gray: bool = F
         path (str | os.PathLike): image file.
         scale (bool): convert uint8/uint16 to float32 in `[0, 1]` (see the module docstring);
             `False` returns the stored integers.
-        as_gray (bool): convert colour images to luminance (`to_grayscale`).
+        as_gray (bool): convert colour to luminance (`to_grayscale`), image by image;
+            grey images and grey stacks are returned unchanged.
 
     Returns:
-        np.ndarray: The image, `(H, W)` or `(H, W, C)` (a multi-page TIFF gives its whole stack).
+        np.ndarray: The image, `(H, W)` or `(H, W, C)`; a multi-page TIFF gives its whole
+        stack `(N, H, W[, C])`. With `as_gray`, colour becomes luminance per image and
+        grey data comes back unchanged (see the module docstring): `(H, W)` or `(N, H, W)`.
 
     Examples:
         >>> import numpy as np, tempfile, os
@@ -120,28 +146,42 @@ def read_image(path: str | os.PathLike, *, scale: bool = True, as_gray: bool = F
         >>> _ = write_image(path, np.full((4, 4), 0.25, np.float32))
         >>> float(read_image(path)[0, 0])
         0.25
+        >>> _ = write_stack(os.path.join(os.path.dirname(path), "s.tif"), np.ones((3, 4, 4)))
+        >>> read_image(os.path.join(os.path.dirname(path), "s.tif"), as_gray=True).shape
+        (3, 4, 4)
     """
+    image, colour = _read_with_colour(path)
+    if scale:
+        image = _scale(image)
+    if as_gray and colour:
+        image = _luminance(image)
+    return image
+
+
+def _read_with_colour(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
+    """`(image, colour)`: the stored array, colour samples last, and whether it has them."""
     path = Path(path)
     suffix = _suffix(path)
     if not path.is_file():
         raise FileNotFoundError(f"Image file {path} does not exist.")
     if suffix in TIFF_EXTENSIONS:
-        image = np.asarray(_import_tifffile().imread(path))
-    else:
-        Image = _import_pillow()
-        with Image.open(path) as img:
-            if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
-                img = img.convert(
-                    "RGBA" if "A" in img.mode or "transparency" in img.info else "RGB"
-                )
-            image = np.asarray(img)
-            if img.mode == "I" and image.size and image.min() >= 0 and image.max() <= 65535:
-                image = image.astype(np.uint16)  # 16-bit PNGs that Pillow opened as int32
-    if scale:
-        image = _scale(image)
-    if as_gray:
-        image = to_grayscale(image)
-    return image
+        with _import_tifffile().TiffFile(path) as tif:
+            series = tif.series[0]
+            image, axes = np.asarray(series.asarray()), series.axes
+        colour = "S" in axes and image.ndim == len(axes)
+        if colour and axes.index("S") != image.ndim - 1:  # planar: samples before Y, X
+            image = np.moveaxis(image, axes.index("S"), -1)
+        return image, colour
+    Image = _import_pillow()
+    with Image.open(path) as img:
+        if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+            img = img.convert(
+                "RGBA" if "A" in img.mode or "transparency" in img.info else "RGB"
+            )
+        image = np.asarray(img)
+        if img.mode == "I" and image.size and image.min() >= 0 and image.max() <= 65535:
+            image = image.astype(np.uint16)  # 16-bit PNGs that Pillow opened as int32
+    return image, image.ndim == 3
 
 
 def read_stack(path: str | os.PathLike, *, scale: bool = True) -> np.ndarray:
@@ -152,7 +192,8 @@ def read_stack(path: str | os.PathLike, *, scale: bool = True) -> np.ndarray:
         scale (bool): integer scaling as in `read_image`.
 
     Returns:
-        np.ndarray: The stack; a 2-D image gets a leading axis of length 1.
+        np.ndarray: The stack; a single image (grey `(H, W)` or colour `(H, W, C)`)
+        gets a leading axis of length 1.
 
     Examples:
         >>> import numpy as np, tempfile, os
@@ -161,8 +202,9 @@ def read_stack(path: str | os.PathLike, *, scale: bool = True) -> np.ndarray:
         >>> read_stack(path).shape
         (3, 8, 8)
     """
-    image = read_image(path, scale=scale)
-    return image[None] if image.ndim == 2 else image
+    image, colour = _read_with_colour(path)
+    image = _scale(image) if scale else image
+    return image[None] if image.ndim == (3 if colour else 2) else image
 
 
 PLANE_EXTENSIONS = IMAGE_EXTENSIONS + (".npy",)

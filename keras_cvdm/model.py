@@ -1,10 +1,12 @@
 """The CVDM model: a conditional diffusion model whose noise schedule is learned."""
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
 
-from keras_cvdm import losses, metrics, sampling, schedules, validation
+from keras_cvdm import losses, metrics, numerics, sampling, schedules, validation
 from keras_cvdm.backend import CVDMTrainer, make_sampler
 from keras_cvdm.layers.conv_net import ConvNet
 from keras_cvdm.layers.unet import UNetDenoiser
@@ -129,6 +131,8 @@ class CVDM(CVDMTrainer, keras.Model):
         self.mean_network = mean_network
         names = ("loss",) + _TERM_NAMES + (("mean_loss",) if self.zero_mean else ())
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        # Training steps whose loss or gradient was not finite: skipped, weights untouched.
+        self.trackers["skipped_updates"] = keras.metrics.Sum(name="skipped_updates")
         self._condition_shape = None
         self._samplers = {}
         self.metadata = metadata
@@ -259,6 +263,10 @@ class CVDM(CVDMTrainer, keras.Model):
             `(N, H, W, target_channels)` for the learned schedule; ones `(N, 1, 1, 1)` for
             a fixed one. Large λ: the pixel is noised fast (its SNR falls far);
             `γ(1, x) = exp(−λ(x))`.
+
+        Raises:
+            ValueError: `x` refused as by `predict_samples` (empty, not real, not finite,
+                beyond `validation.MAX_MODEL_MAGNITUDE`), or non-finite weights.
         """
         x = self._prepare_condition(x)
         return ops.convert_to_numpy(self.schedule.schedule_map(x))
@@ -272,9 +280,24 @@ class CVDM(CVDMTrainer, keras.Model):
 
         Returns:
             γ, broadcastable to `(N, H, W, target_channels)`.
+
+        Raises:
+            ValueError: `t` outside [0, 1], not finite, or neither a scalar nor one time
+                per input; `x` refused as by `predict_samples`.
         """
         x = self._prepare_condition(x)
-        t = ops.broadcast_to(ops.convert_to_tensor(t, "float32"), (ops.shape(x)[0],))
+        t = validation.check_real(t, "t")
+        validation.check_finite(t, "t")
+        if t.size and (t.min() < 0 or t.max() > 1):
+            raise ValueError(
+                f"t must lie in [0, 1] (diffusion time); got values from {t.min():g} to "
+                f"{t.max():g}. Rescale step indices k of T steps to t = k / T."
+            )
+        if t.ndim > 1 or t.size not in (1, x.shape[0]):
+            raise ValueError(
+                f"t must be a scalar or one time per input ({x.shape[0]}), got shape {t.shape}."
+            )
+        t = ops.broadcast_to(ops.convert_to_tensor(t.astype("float32")), (ops.shape(x)[0],))
         return ops.convert_to_numpy(self.schedule.gamma(t, self.schedule.schedule_map(x)))
 
     def diffusion_target(self, x, y):
@@ -420,13 +443,20 @@ class CVDM(CVDMTrainer, keras.Model):
             numpy array `(N, num_samples, H, W, target_channels)` in target space
             (residual / zero-mean transforms undone).
 
+        Raises:
+            ValueError: with the fix named, for an empty batch, booleans or complex
+                numbers, NaN/Inf, values beyond `validation.MAX_MODEL_MAGNITUDE` (1e4: no
+                normalised measurement is that large), counts that are not positive
+                whole numbers, an unknown sampler, or a model whose weights are not all
+                finite (training diverged: retrain or reload them).
+
         Examples:
         >>> model = CVDM(target_channels=1, denoiser=UNetDenoiser(1, widths=(8, 16)))
         >>> x = np.zeros((2, 12, 12, 2), "float32")
         >>> model.predict_samples(x, num_samples=3, num_steps=2, seed=0, verbose=0).shape
         (2, 3, 12, 12, 1)
         """
-        x = np.asarray(x)
+        x = validation.check_real(x, "x")
         single = x.ndim == 3
         if single:
             x = x[None]
@@ -486,24 +516,56 @@ class CVDM(CVDMTrainer, keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    def _update_trackers(self, total, terms):
-        """Update the Mean trackers and return the logs (used by every backend)."""
-        self.trackers["loss"].update_state(total)
-        for name, value in terms.items():
-            self.trackers[name].update_state(value)
+    def _update_trackers(self, total, terms, skipped=None):
+        """Update the trackers and return the logs (used by every backend).
+
+        `skipped` is 1.0 for a training step whose update was skipped (non-finite loss
+        or gradient): that step is counted in `skipped_updates` and left out of the loss
+        means, so a single bad batch does not turn the epoch's logged loss into NaN.
+        """
+        if skipped is None:
+            skipped = 1.0 - ops.cast(numerics.all_finite([total]), "float32")
+        kept = 1.0 - skipped
+        for name, value in (("loss", total),) + tuple(terms.items()):
+            value = ops.cast(value, "float32")
+            self.trackers[name].update_state(ops.where(kept > 0, value, 0.0), kept)
+        self.trackers["skipped_updates"].update_state(skipped)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
+    def _apply_if_finite(self, total, grads, variables):
+        """Apply the optimizer update only if the loss and every gradient are finite.
+
+        A skipped update leaves the weights and the optimizer's state (moments,
+        iteration count, EMA) exactly as they were. Used by the TensorFlow and PyTorch
+        steps (stateful optimizers); the JAX step selects between the new and old
+        state values instead.
+
+        Returns:
+            1.0 if the update was skipped, else 0.0 (a float32 tensor).
+        """
+        finite = numerics.all_finite([total] + list(grads))
+        if not self.optimizer.built:
+            self.optimizer.build(variables)
+        ops.cond(finite, lambda: self.optimizer.apply(grads, variables), lambda: None)
+        return 1.0 - ops.cast(finite, "float32")
+
     def _prepare_condition(self, x):
-        """Validate a condition array (numpy or tensor) and build the model if needed."""
-        if not hasattr(x, "shape") or isinstance(x, (list, tuple)):
-            x = np.asarray(x)
-        if isinstance(x, np.ndarray):
-            validation.check_condition_shape(x.shape, self.condition_channels, 1)
-            validation.check_finite(x, "x")
-            x = x.astype("float32")
+        """Validate a condition batch (numpy, tensor or list), build the model if needed.
+
+        Shape and channels, a non-empty batch, real finite values within
+        `validation.MAX_MODEL_MAGNITUDE` (checked before the float32 cast, so float64
+        values beyond float32 are refused, not turned into Inf), and finite weights.
+        """
+        x = validation.check_real(x, "x")
+        validation.check_condition_shape(x.shape, self.condition_channels, 1)
+        validation.check_not_empty(x.shape, "x")
+        validation.check_finite(x, "x")
+        validation.check_magnitude(x, "x")
+        x = x.astype("float32")
         if not self.built:
             self.build(x.shape)
         validation.check_condition_shape(x.shape, self.condition_channels, 1)
+        validation.check_finite_weights(self)
         return ops.convert_to_tensor(x, "float32")
 
     def _check_training_data(self, x, y):
@@ -528,8 +590,24 @@ class CVDM(CVDMTrainer, keras.Model):
             bx.shape, by.shape, self.target_channels, self.condition_channels,
             self.downsampling_factor,
         )
+        if bx.shape[0] == 0:
+            raise ValueError(
+                "The training data is empty (0 examples). Pass at least one (x, y) pair."
+            )
         validation.check_finite(bx, "x")
         validation.check_finite(by, "y")
+        if not (self.residual or self.zero_mean):
+            # Plain targets are diffused as they are and every sample is clipped to
+            # [-1, 1]: a target outside that range cannot be reproduced.
+            peak = float(np.max(np.abs(by))) / self.target_scale
+            if peak > 1.0 + 1e-3:
+                raise ValueError(
+                    f"y reaches |y| / target_scale = {peak:.4g}, but this model diffuses "
+                    "targets in [-1, 1] and clips its samples to that range. Normalise the "
+                    "targets to [-1, 1] first (e.g. y / 127.5 - 1 for 8-bit images, or a "
+                    "keras_cvdm.data normalisation), or build the model with "
+                    "target_scale >= the largest |y|."
+                )
         if not self.built:
             self.build(bx.shape)
 
@@ -546,7 +624,18 @@ class CVDM(CVDMTrainer, keras.Model):
                 self._check_training_data(*validation_data[:2])
             else:
                 self._check_training_data(validation_data, None)
-        return super().fit(x, y, **kwargs)
+        history = super().fit(x, y, **kwargs)
+        skipped = int(sum(history.history.get("skipped_updates", ())))
+        if skipped:
+            warnings.warn(
+                f"{skipped} training update(s) were skipped because the loss or a gradient "
+                "was NaN or Inf; the weights were left unchanged at those steps (see the "
+                "'skipped_updates' metric per epoch). Check the data for non-finite values "
+                "in streamed batches, or lower the learning rate.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return history
 
     def evaluate(self, x=None, y=None, **kwargs):
         self._check_training_data(x, y)

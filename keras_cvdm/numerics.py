@@ -22,3 +22,24 @@ def clip_gamma(gamma):
         True
     """
     return ops.clip(gamma, GAMMA_MIN, GAMMA_MAX)
+
+
+def all_finite(tensors):
+    """One boolean tensor: True when every value of every tensor is finite (None skipped).
+
+    The training steps use it to skip an update whose loss or gradient is NaN or Inf.
+
+    Args:
+        tensors: a list of tensors (loss, gradients); None entries are ignored.
+
+    Returns:
+        A scalar boolean tensor.
+
+    Examples:
+        >>> bool(all_finite([ops.ones((2,)), None, ops.convert_to_tensor(3.0)]))
+        True
+        >>> bool(all_finite([ops.ones((2,)), ops.convert_to_tensor([1.0, float("nan")])]))
+        False
+    """
+    flags = [ops.all(ops.isfinite(t)) for t in tensors if t is not None]
+    return ops.all(ops.stack(flags))

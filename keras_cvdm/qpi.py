@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from keras_cvdm import tasks
+from keras_cvdm import tasks, validation
 from keras_cvdm.data.normalization import QPINormalization
 
 
@@ -18,7 +18,8 @@ def reconstruct(
 
     Args:
         model: a QPI `CVDM`, e.g. `keras_cvdm.from_preset("qpi")`.
-        i_minus: raw intensity at `-dz`, `(H, W)` or a stack `(N, H, W)`, any unit.
+        i_minus: raw intensity at `-dz`, `(H, W)` or a stack `(N, H, W)`, any unit
+            (one grey plane per image: a colour `(H, W, 3)` array is refused).
         i_plus: raw intensity at `+dz`, same shape.
         num_samples: posterior samples per image (≥ 2).
         seed: integer for reproducible samples.
@@ -36,6 +37,13 @@ def reconstruct(
         overlap: tile overlap in pixels (default `tile // 4`).
         batch_size: (image or tile, sample) pairs per model call (default 16).
         return_samples: also return the posterior samples.
+
+    Raises:
+        ValueError: input that cannot be a measured defocus pair, with the fix named:
+            booleans, complex numbers, NaN/Inf, an empty or colour array, pixels far below
+            zero (an offset subtracted; `validation.check_intensity_pair`), one blank
+            plane next to a varying one, or a contrast no normalised measurement has
+            (`validation.MAX_MODEL_MAGNITUDE`).
 
     Returns:
         `(phase, std)`: the posterior mean phase and its standard deviation in radians,
@@ -60,6 +68,7 @@ def reconstruct(
         raise ValueError(
             f"i_minus and i_plus differ in shape: {i_minus.shape} vs {i_plus.shape}."
         )
+    validation.check_intensity_pair(i_minus, i_plus)
     tasks.check_optics(model, wavelength=wavelength, pixel_size=pixel_size, defocus=defocus)
     x = norm.pair_to_model(i_minus, i_plus)
     mean, std, samples = tasks.posterior(

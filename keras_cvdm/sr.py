@@ -53,22 +53,12 @@ def reconstruct(
     norm = tasks.normalization(model, "sr", normalization)
     if not isinstance(norm, SRNormalization):
         raise ValueError("sr.reconstruct needs an SRNormalization.")
-    trained = model.metadata.get("forward_model", {}).get("factor")
-    if factor is None:
-        if trained is None:
-            raise ValueError("Pass `factor=`: the model's metadata records no up-sampling factor.")
-        factor = trained
-    elif trained is not None and factor != trained:
-        raise ValueError(
-            f"This model was trained for {trained}× super-resolution, not {factor}×; leave "
-            f"`factor` unset or pass factor={trained}."
-        )
-    factor = validation.check_int(factor, "factor", minimum=1)
+    factor = trained_factor(model, factor)
     single = np.ndim(image) == 2
     image = tasks.as_stack(image, "image")
     xs, ranges = [], []
     for low_res in image:
-        x, (low, high) = norm.normalize_input(microscopy.upsample(low_res, int(factor)))
+        x, (low, high) = norm.normalize_input(microscopy.upsample(low_res, factor))
         xs.append(x)
         ranges.append((low, high))
     x = np.stack(xs)[..., None]
@@ -84,3 +74,44 @@ def reconstruct(
         out.append(np.stack([norm.denormalize(s[..., 0], lo, hi)
                              for s, (lo, hi) in zip(samples, ranges)]))
     return tuple(a[0] for a in out) if single else tuple(out)
+
+
+def trained_factor(model, factor=None):
+    """The up-sampling factor to use with `model`: the one its metadata records.
+
+    The factor a model was trained for is `model.metadata["forward_model"]["factor"]`
+    (written by the training recipes and `keras-cvdm train`); a model knows only that
+    factor, so any other is refused.
+
+    Args:
+        model: an SR `CVDM`.
+        factor: the caller's factor, or None (the model's).
+
+    Returns:
+        The factor, a Python int.
+
+    Raises:
+        ValueError: a factor that is not a positive whole number, that differs from the
+            trained one, or none at all when the metadata records none.
+
+    Examples:
+        >>> from keras_cvdm import CVDM
+        >>> model = CVDM(metadata={"task": "sr", "forward_model": {"factor": 2}})
+        >>> trained_factor(model), trained_factor(model, 2.0)
+        (2, 2)
+    """
+    trained = model.metadata.get("forward_model", {}).get("factor")
+    if trained is not None:
+        trained = validation.check_int(trained, "the metadata's forward_model.factor",
+                                       minimum=1)
+    if factor is None:
+        if trained is None:
+            raise ValueError("Pass `factor=`: the model's metadata records no up-sampling factor.")
+        return trained
+    factor = validation.check_int(factor, "factor", minimum=1)
+    if trained is not None and factor != trained:
+        raise ValueError(
+            f"This model was trained for {trained}× super-resolution, not {factor}×; leave "
+            f"`factor` unset or pass factor={trained}."
+        )
+    return factor

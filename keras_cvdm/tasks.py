@@ -7,9 +7,7 @@ travels inside the model's config, so these helpers work the same on a model fro
 
 from __future__ import annotations
 
-import numpy as np
-
-from keras_cvdm import sampling
+from keras_cvdm import sampling, validation
 from keras_cvdm.data.normalization import normalization_from_dict
 
 #: Used when a model's metadata names no sampler: the recommended 20-step sampler.
@@ -81,7 +79,12 @@ def normalization(model, task, override=None):
 
 
 def as_stack(image, name):
-    """A raw 2-D image or stack as a finite `(N, H, W)` array.
+    """A raw 2-D image or stack as a finite, real `(N, H, W)` array.
+
+    Refused with a `ValueError` naming the fix: a rank other than 2 or 3, a colour
+    image `(H, W, 3)` / `(H, W, 4)` (`validation.check_planes`), an empty array, booleans
+    or complex numbers (`validation.check_real`), NaN or Inf, and magnitudes beyond
+    float32 (the results are float32).
 
     Args:
         image: `(H, W)` or `(N, H, W)`, real-valued.
@@ -91,20 +94,23 @@ def as_stack(image, name):
         `(N, H, W)` array (`N = 1` for a single image).
 
     Examples:
+        >>> import numpy as np
         >>> as_stack(np.ones((4, 5)), "image").shape
         (1, 4, 5)
     """
-    image = np.asarray(image)
+    image = validation.check_real(image, f"`{name}`")
     if image.ndim not in (2, 3):
         raise ValueError(
             f"`{name}` must be one image (H, W) or a stack (N, H, W); got shape {image.shape}."
         )
-    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-        raise ValueError(
-            f"`{name}` must hold real numbers (integers or floats), got dtype {image.dtype}."
-        )
-    if not np.all(np.isfinite(image)):
-        raise ValueError(f"`{name}` contains NaN or Inf values; clean or mask them first.")
+    validation.check_planes(image.shape, f"`{name}`")
+    validation.check_not_empty(image.shape, f"`{name}`")
+    validation.check_finite(image, f"`{name}`")
+    validation.check_magnitude(
+        image, f"`{name}`", validation.FLOAT32_MAX,
+        "The results are float32, which cannot hold such values: rescale the images "
+        "(their unit is free: the normalisation is per image).",
+    )
     return image if image.ndim == 3 else image[None]
 
 
@@ -136,6 +142,7 @@ def posterior(model, x, num_samples, seed=None, num_steps=None, sampler=None,
         `(N, K, H, W, Cy)` (None unless `keep_samples`).
 
     Examples:
+        >>> import numpy as np
         >>> from keras_cvdm import CVDM
         >>> from keras_cvdm.layers import UNetDenoiser
         >>> model = CVDM(denoiser=UNetDenoiser(1, widths=(8, 16)))
@@ -226,11 +233,8 @@ def check_optics(model, **optics):
             if key in trained:
                 used[key] = trained[key]
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-            raise ValueError(f"`{name}` must be a number in micrometres, got {value!r}.")
-        value = float(value)
-        if not (np.isfinite(value) and value > 0):
-            raise ValueError(f"`{name}` must be a positive number of micrometres, got {value}.")
+        value = validation.check_number(value, f"`{name}` (micrometres)", minimum=0,
+                                        strict=True)
         low, high = ranges.get(key, (trained.get(key), trained.get(key)))
         if low is None:
             raise ValueError(

@@ -111,15 +111,291 @@ def check_finite(array, name: str) -> None:
         ...
         ValueError: x contains 1 non-finite values (NaN or Inf). ...
     """
-    array = np.asarray(array)
-    if not np.issubdtype(array.dtype, np.number):
-        raise ValueError(f"{name} must be numeric; got dtype {array.dtype}.")
+    array = check_real(array, name)
     if not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise ValueError(
             f"{name} contains {bad} non-finite values (NaN or Inf). Replace or drop them "
             "before training or prediction (e.g. np.nan_to_num, or mask the affected images)."
         )
+
+
+def check_real(array, name: str) -> np.ndarray:
+    """`array` as numpy if it holds real numbers (integers or floats), else a `ValueError`.
+
+    Booleans, complex numbers, strings and objects are refused rather than cast: a cast
+    would silently turn a mask into 0/1 images or drop an imaginary part.
+
+    Args:
+        array: a numpy array, a tensor of any framework, or a nested list.
+        name: the argument's name, for messages.
+
+    Returns:
+        The numpy array (not copied when it already is one).
+
+    Examples:
+        >>> check_real([1, 2.5], "x").dtype
+        dtype('float64')
+        >>> check_real(np.ones(2, complex), "x")
+        Traceback (most recent call last):
+        ...
+        ValueError: x holds complex numbers (dtype complex128); the model needs real ...
+    """
+    array = to_numpy(array)
+    dtype = array.dtype
+    if np.issubdtype(dtype, np.complexfloating):
+        raise ValueError(
+            f"{name} holds complex numbers (dtype {dtype}); the model needs real values. "
+            "Pass the measured real quantity: the intensity np.abs(field) ** 2 of a complex "
+            "field, or x.real if the imaginary part is only numerical noise."
+        )
+    if dtype == np.bool_ or not (np.issubdtype(dtype, np.integer)
+                                 or np.issubdtype(dtype, np.floating)):
+        raise ValueError(
+            f"{name} must hold real numbers (integers or floats), got dtype {dtype}. "
+            "Pass the measured values, not a mask or labels (convert a mask yourself with "
+            "x.astype('float32') if 0/1 images are really meant)."
+        )
+    return array
+
+
+#: The largest |value| accepted in model units (the normalised `x` a model is given).
+#: The normalisations map a measurement to values of order 1 (QPI: `I / Ī - 1`, at most
+#: about 3 on caustics; SR: the 0.1–99.9 percentile range onto [-1, 1]) and a model has
+#: only seen such values; 1e4 is far above any of them, yet squares (in normalisation
+#: layers) stay far from float32's overflow at 3.4e38, so every backend computes the
+#: same finite numbers below it.
+MAX_MODEL_MAGNITUDE = 1e4
+
+#: The largest |value| the tasks accept in the user's units: results are float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_magnitude(array, name: str, bound: float = MAX_MODEL_MAGNITUDE,
+                    fix: str | None = None) -> None:
+    """Raise if a (finite, real) array holds a value whose magnitude exceeds `bound`.
+
+    Args:
+        array: a numpy array.
+        name: the argument's name, for messages.
+        bound: the largest accepted `|value|` (default `MAX_MODEL_MAGNITUDE`, in model
+            units).
+        fix: the remedy named in the message (default: normalise the raw data first).
+
+    Returns:
+        None; raises `ValueError` with the count and the largest magnitude.
+
+    Examples:
+        >>> check_magnitude(np.array([0.5, -3.0]), "x")
+        >>> check_magnitude(np.array([1e30]), "x")
+        Traceback (most recent call last):
+        ...
+        ValueError: x holds 1 values larger than 1e+04 in magnitude (largest 1e+30). ...
+    """
+    array = np.asarray(array)
+    if not array.size:
+        return
+    largest = max(abs(float(np.max(array))), abs(float(np.min(array))))  # no int overflow
+    if largest > bound:
+        count = int(np.count_nonzero((array > bound) | (array < -bound)))
+        if fix is None:
+            fix = (
+                "A model's inputs are normalised measurements of order 1 (its "
+                "normalisation, model.metadata['normalization']), so these values cannot "
+                "come from one: pass raw images to keras_cvdm.qpi.reconstruct or "
+                "keras_cvdm.sr.reconstruct, which normalise them, or normalise x the way "
+                "the model's training data was."
+            )
+        raise ValueError(
+            f"{name} holds {count} values larger than {bound:.3g} in magnitude (largest "
+            f"{largest:.3g}). {fix}"
+        )
+
+
+def check_not_empty(shape, name: str = "x") -> None:
+    """Raise if a batch or image shape has an axis of length 0.
+
+    Args:
+        shape: the array's shape.
+        name: the argument's name, for messages.
+
+    Returns:
+        None; raises `ValueError` naming the empty axis.
+
+    Examples:
+        >>> check_not_empty((2, 8, 8, 1))
+        >>> check_not_empty((0, 8, 8, 1))
+        Traceback (most recent call last):
+        ...
+        ValueError: x is empty (shape (0, 8, 8, 1)): ...
+    """
+    shape = tuple(shape)
+    if any(size == 0 for size in shape):
+        raise ValueError(
+            f"{name} is empty (shape {shape}): there is nothing to compute. Pass at least "
+            "one image with at least one pixel (check the selection or file that produced it)."
+        )
+
+
+def check_planes(shape, name: str) -> None:
+    """Raise if a 2-D image or 3-D stack of single planes looks like a colour image.
+
+    `(H, W, 3)` and `(H, W, 4)` (with `H, W > 4`) are read as RGB / RGBA images, not as
+    stacks of images three or four pixels wide.
+
+    Args:
+        shape: the shape of an `(H, W)` image or an `(N, H, W)` stack.
+        name: the argument's name, for messages.
+
+    Returns:
+        None; raises `ValueError` naming the fix.
+
+    Examples:
+        >>> check_planes((3, 64, 64), "image")
+        >>> check_planes((64, 64, 3), "image")
+        Traceback (most recent call last):
+        ...
+        ValueError: image has shape (64, 64, 3), a colour (RGB/RGBA) image, ...
+    """
+    shape = tuple(shape)
+    if len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) > 4:
+        raise ValueError(
+            f"{name} has shape {shape}, a colour (RGB/RGBA) image, not a stack of "
+            f"{shape[0]} images {shape[1]}x{shape[2]} pixels: a measurement is one grey "
+            "plane per image. Pass the camera's grey frames, or convert with "
+            "keras_cvdm.io.to_grayscale(image) if the colour is only a display choice."
+        )
+
+
+def check_number(value, name: str, minimum: float | None = None,
+                 strict: bool = False) -> float:
+    """`value` as a finite Python float; refuses bools, strings, NaN and Inf.
+
+    Args:
+        value: the argument to check (an int, a float or a numpy number).
+        name: the argument's name, for the message.
+        minimum: the smallest allowed value, if any.
+        strict: the value must be greater than `minimum`, not equal to it.
+
+    Returns:
+        `float(value)`.
+
+    Examples:
+        >>> check_number(0.05, "noise", minimum=0)
+        0.05
+        >>> check_number(float("nan"), "noise", minimum=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: noise must be a finite number, got nan.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{name} must be a number, got {value!r}.")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}.")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        relation = "greater than" if strict else "at least"
+        raise ValueError(f"{name} must be {relation} {minimum:g}, got {value:g}.")
+    return value
+
+
+def check_finite_weights(model) -> None:
+    """Raise if any floating-point weight of `model` holds NaN or Inf.
+
+    A model whose training diverged (or whose weights file is damaged) would otherwise
+    return NaN images without a word. Checked on host copies with numpy: no per-shape
+    compilation (as eager reductions would need on JAX), a few milliseconds for the
+    presets' 2.8 M weights.
+
+    Args:
+        model: a built Keras model.
+
+    Returns:
+        None; raises `ValueError` naming the bad weights and the fix.
+
+    Examples:
+        >>> layer = keras.layers.Dense(2)
+        >>> layer.build((None, 3))
+        >>> check_finite_weights(layer)
+    """
+    weights = [w for w in model.weights if "float" in str(w.dtype)]
+    bad = [w.path for w in weights if not np.isfinite(keras.ops.convert_to_numpy(w)).all()]
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise ValueError(
+            f"The model's weights are not all finite: {len(bad)} of {len(weights)} weight "
+            f"tensors hold NaN or Inf ({shown}), so every sample would be NaN. Training "
+            "diverged or the weights were damaged: reload them (keras_cvdm.from_preset, "
+            "keras.saving.load_model, model.load_weights) or retrain (a lower learning "
+            "rate, gradient clipping)."
+        )
+
+
+#: How far below zero an intensity may lie, as a multiple of the pair's mean intensity
+#: `Ī`, and still count as noise: 5 standard deviations of the noisiest intensity noise
+#: the QPI models are trained with (0.2 Ī). Deeper values are not noise but an offset.
+NEGATIVE_INTENSITY_TOLERANCE = 1.0
+
+
+def check_intensity_pair(i_minus, i_plus, tolerance: float = NEGATIVE_INTENSITY_TOLERANCE):
+    """Raise if a QPI defocus pair `(N, H, W)` twice cannot be a measured intensity.
+
+    - Intensity is not negative. Noise can push a dark pixel a little below zero, but
+      a pixel below `-tolerance · Ī` (`Ī` the mean of the pair) means an offset was
+      subtracted (dark subtraction of too high a level, a background removal): the
+      normalised contrast `I / Ī - 1` and with it the phase would be scaled wrongly.
+    - A pair's mean intensity is positive.
+    - One constant (blank) plane next to one that varies is not a defocus pair: for a
+      phase object the two planes vary together (`I₊ + I₋ ≈ 2 I₀`). Both constant is a
+      uniform field (a flat phase) and accepted.
+
+    Args:
+        i_minus, i_plus: the intensities at `-dz` and `+dz`, real `(N, H, W)` arrays.
+        tolerance: the accepted depth below zero, in units of `Ī`.
+
+    Returns:
+        None; raises `ValueError` naming the image, the plane, the count and the fix.
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> i_minus, i_plus = 1 + 0.1 * rng.random((2, 1, 8, 8))
+        >>> check_intensity_pair(i_minus, i_plus)
+        >>> i_minus[0, :2, :2] = -5.0
+        >>> check_intensity_pair(i_minus, i_plus)
+        Traceback (most recent call last):
+        ...
+        ValueError: i_minus has 4 negative pixels in image 0, 4 of them below -1x the ...
+    """
+    planes = {"i_minus": np.asarray(i_minus, np.float64), "i_plus": np.asarray(i_plus, np.float64)}
+    for n in range(len(planes["i_minus"])):
+        pair = {name: stack[n] for name, stack in planes.items()}
+        mean = 0.5 * (pair["i_minus"].mean() + pair["i_plus"].mean())
+        if not mean > 0:
+            raise ValueError(
+                f"Image {n}: the defocus pair's mean intensity is {mean:.3g}, not positive; "
+                "intensity is light collected, never negative on average. Check the frames "
+                "(a dark or background frame, a sign flip, a subtracted offset)."
+            )
+        for name, plane in pair.items():
+            negative = int(np.count_nonzero(plane < 0))
+            deep = int(np.count_nonzero(plane < -tolerance * mean))
+            if deep:
+                raise ValueError(
+                    f"{name} has {negative} negative pixels in image {n}, {deep} of them below "
+                    f"-{tolerance:g}x the pair's mean intensity (lowest "
+                    f"{plane.min() / mean:.3g}x): intensity cannot be negative, and noise does "
+                    "not reach this deep, so an offset was subtracted (for example dark "
+                    "subtraction of too high a level). Add the offset back, or clip the frames "
+                    "at 0 (np.clip(frame, 0, None)) if the negatives are only noise."
+                )
+        blank = [name for name, plane in pair.items() if np.ptp(plane) <= 1e-7 * abs(mean)]
+        if len(blank) == 1:
+            value = float(pair[blank[0]].flat[0])
+            raise ValueError(
+                f"{blank[0]} image {n} is constant (every pixel {value:.6g}) while the other "
+                "defocus plane varies: a blank frame (shutter closed, saturated, a wrong "
+                "file or page), not a defocused image of the sample. Check the frames."
+            )
 
 
 def check_int(value, name: str, minimum: int | None = None) -> int:
@@ -215,8 +491,12 @@ def first_batch(x, y=None):
         batch = x[0]
     elif module.startswith("tensorflow") and hasattr(x, "take"):
         batch = next(iter(x.take(1)), None)
+        if batch is None:
+            raise ValueError("The tf.data.Dataset is empty: it yields no batch.")
     elif module.startswith("torch.utils.data"):
         batch = next(iter(x), None)
+        if batch is None:
+            raise ValueError("The torch DataLoader is empty: it yields no batch.")
     if batch is None:
         return None
     if isinstance(batch, dict) or not isinstance(batch, (tuple, list)):

@@ -79,3 +79,28 @@ def test_demo_reports_each_image_and_refuses_to_overwrite(tmp_path, capsys):
     with pytest.raises(SystemExit, match="--overwrite"):
         _run(tmp_path)
     assert (tmp_path / "qpi_demo_metrics.json").read_text() == before
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--noise", "-1"], "argument --noise: expected a finite number at least 0, got '-1'"),
+    (["demo", "--noise", "nan"], "argument --noise: expected a finite number at least 0"),
+    (["evaluate", "--preset", "qpi", "--noise", "0.05", "inf"], "argument --noise"),
+    (["evaluate", "--preset", "qpi", "--samples", "1"], "argument --samples: expected a whole"),
+    (["predict", "--preset", "qpi", "--input", "a.tif", "--output", "out", "--steps", "2.7"],
+     "argument --steps: expected a whole number of at least 1, got '2.7'"),
+    (["predict", "--preset", "qpi", "--input", "a.tif", "--output", "out", "--seed", "-3"],
+     "argument --seed"),
+    (["predict", "--preset", "qpi", "--input", "a.tif", "--output", "out", "--defocus", "0"],
+     "argument --defocus: expected a finite number greater than 0"),
+    (["train", "--output", "run", "--learning-rate", "nan"], "argument --learning-rate"),
+    (["train", "--output", "run", "--batch-size", "0"], "argument --batch-size"),
+])
+def test_numbers_no_run_can_use_are_argument_errors(tmp_path, monkeypatch, capsys, argv,
+                                                    message):
+    """Refused by the parser (exit status 2), before a model loads or a file is written."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv + ["--output", str(tmp_path / "o")] if argv[0] == "demo" else argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -122,3 +122,38 @@ def test_list_images_filters_and_sorts(tmp_path):
     assert [p.name for p in list_images(tmp_path, recursive=False)] == ["b.png"]
     with pytest.raises(FileNotFoundError):
         list_images(tmp_path / "nope")
+
+
+def test_as_gray_converts_colour_per_page_and_leaves_grey_stacks_alone(tmp_path):
+    """A grey multi-page stack is already single planes; a colour stack loses its samples."""
+    rng = np.random.default_rng(8)
+    grey = rng.random((3, 32, 32)).astype(np.float32)
+    write_stack(tmp_path / "grey.tif", grey)
+    np.testing.assert_array_equal(read_image(tmp_path / "grey.tif", as_gray=True), grey)
+    colour = rng.integers(0, 256, size=(2, 8, 9, 3)).astype(np.uint8)
+    write_stack(tmp_path / "colour.tif", colour)
+    luminance = read_image(tmp_path / "colour.tif", as_gray=True)
+    weights = np.array([0.299, 0.587, 0.114])
+    np.testing.assert_allclose(luminance, (colour / 255.0) @ weights, rtol=1e-5)
+    assert luminance.shape == (2, 8, 9)
+
+
+def test_colour_is_read_channels_last_from_what_the_file_says(tmp_path):
+    rng = np.random.default_rng(9)
+    rgb = rng.integers(0, 256, size=(3, 8, 9)).astype(np.uint8)  # planar: samples first
+    tifffile.imwrite(tmp_path / "planar.tif", rgb, photometric="rgb", planarconfig="separate")
+    np.testing.assert_array_equal(read_image(tmp_path / "planar.tif", scale=False),
+                                  np.moveaxis(rgb, 0, -1))
+    # A single colour image is one image of a stack, not a stack of 8 rows.
+    write_image(tmp_path / "rgb.png", np.moveaxis(rgb, 0, -1))
+    assert read_stack(tmp_path / "rgb.png").shape == (1, 8, 9, 3)
+    assert read_stack(tmp_path / "planar.tif").shape == (1, 8, 9, 3)
+    # RGBA: the alpha band is dropped, not weighted into the luminance.
+    rgba = rng.integers(0, 256, size=(8, 9, 4)).astype(np.uint8)
+    write_image(tmp_path / "rgba.png", rgba)
+    assert read_image(tmp_path / "rgba.png").shape == (8, 9, 4)
+    np.testing.assert_allclose(read_image(tmp_path / "rgba.png", as_gray=True),
+                               (rgba[..., :3] / 255.0) @ np.array([0.299, 0.587, 0.114]),
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match="5 channels.*no luminance"):
+        to_grayscale(np.ones((4, 4, 5)))

@@ -1,8 +1,11 @@
 """JAX training step: `jax.value_and_grad` over a stateless evaluation of the shared loss."""
 
 import jax
+import jax.numpy as jnp
 from keras import StatelessScope
 from keras.utils import unpack_x_y_sample_weight
+
+from keras_cvdm.numerics import all_finite
 
 
 def _stateless(model, mapping, fn):
@@ -35,9 +38,11 @@ class CVDMTrainer:
         (scaled, total, terms), scope = _stateless(self, mapping, fn)
         return scaled, (total, terms, _current(scope, self.non_trainable_variables))
 
-    def _stateless_trackers(self, metrics_variables, total, terms):
+    def _stateless_trackers(self, metrics_variables, total, terms, skipped=None):
         mapping = list(zip(self.metrics_variables, metrics_variables))
-        logs, scope = _stateless(self, mapping, lambda: self._update_trackers(total, terms))
+        logs, scope = _stateless(
+            self, mapping, lambda: self._update_trackers(total, terms, skipped)
+        )
         return logs, _current(scope, self.metrics_variables)
 
     def train_step(self, state, data):
@@ -47,10 +52,20 @@ class CVDMTrainer:
         (_, (total, terms, non_trainable)), grads = grad_fn(
             trainable, non_trainable, optimizer_variables, x, y, True
         )
-        trainable, optimizer_variables = self.optimizer.stateless_apply(
+        new_trainable, new_optimizer_variables = self.optimizer.stateless_apply(
             optimizer_variables, grads, trainable
         )
-        logs, metrics_variables = self._stateless_trackers(metrics_variables, total, terms)
+        # A non-finite loss or gradient keeps the old weights and optimizer state.
+        finite = all_finite([total] + list(grads))
+        trainable = [jnp.where(finite, new, old) for new, old in zip(new_trainable, trainable)]
+        optimizer_variables = [
+            jnp.where(finite, new, old)
+            for new, old in zip(new_optimizer_variables, optimizer_variables)
+        ]
+        skipped = 1.0 - finite.astype("float32")
+        logs, metrics_variables = self._stateless_trackers(
+            metrics_variables, total, terms, skipped
+        )
         return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)
 
     def test_step(self, state, data):

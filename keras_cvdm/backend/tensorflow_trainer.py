@@ -12,8 +12,8 @@ class CVDMTrainer:
             scaled = self.optimizer.scale_loss(total)
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
-        self.optimizer.apply(grads, variables)
-        return self._update_trackers(total, terms)
+        skipped = self._apply_if_finite(total, grads, variables)
+        return self._update_trackers(total, terms, skipped)
 
     def test_step(self, data):
         x, y, _ = unpack_x_y_sample_weight(data)

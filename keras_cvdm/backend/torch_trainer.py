@@ -13,8 +13,8 @@ class CVDMTrainer:
         variables = self.trainable_weights
         grads = [v.value.grad for v in variables]
         with torch.no_grad():
-            self.optimizer.apply(grads, variables)
-        return self._update_trackers(total, terms)
+            skipped = self._apply_if_finite(total, grads, variables)
+        return self._update_trackers(total, terms, skipped)
 
     def test_step(self, data):
         x, y, _ = unpack_x_y_sample_weight(data)
