@@ -77,12 +77,14 @@ def image_shape(image_size: int | Sequence[int]) -> tuple[int, int]:
         >>> image_shape(32), image_shape((16, 24))
         ((32, 32), (16, 24))
     """
+    from keras_cvdm.validation import check_int
+
     if np.ndim(image_size) == 0:
-        return int(image_size), int(image_size)
-    sides = tuple(int(s) for s in image_size)
-    if len(sides) != 2:
+        side = check_int(image_size, "image_size", minimum=1)
+        return side, side
+    if len(image_size) != 2:
         raise ValueError(f"`image_size` must be an int or (H, W), got {image_size}.")
-    return sides
+    return tuple(check_int(s, "image_size", minimum=1) for s in image_size)
 
 
 def gaussian_kernel(size: int, sigma: float) -> np.ndarray:

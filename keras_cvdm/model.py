@@ -432,11 +432,12 @@ class CVDM(CVDMTrainer, keras.Model):
                 False with `residual` or `zero_mean` (their diffused values are not
                 bounded by 1).
             batch_size: how many (input, sample) pairs run together (default 16).
-            seed: integer for reproducible samples; None draws a fresh seed. The same
-                seed reproduces the same samples for the same inputs, `num_samples` and
-                `batch_size`; with the deterministic samplers (DDIM,
-                DPM-Solver++(2M) ODE) the samples agree across backends up to
-                floating-point rounding.
+            seed: integer for reproducible samples; None draws a fresh seed. Sample `k`
+                of input `n` depends on `(seed, n, k)` only: the same seed gives the same
+                samples whatever `batch_size` and whatever the other inputs of the stack,
+                up to floating-point rounding; with the deterministic samplers (DDIM,
+                DPM-Solver++(2M) ODE) the samples also agree across backends up to
+                rounding.
             verbose: 0 silent, 1 or "auto" a progress bar over batches.
 
         Returns:
@@ -487,7 +488,8 @@ class CVDM(CVDMTrainer, keras.Model):
             clip: clip ŷ to [−1, 1] at every step.
 
         Returns:
-            `fn(x, z_init, seed) → ŷ` (see `keras_cvdm.sampling.reverse_diffusion`).
+            `fn(x, z_init, keys) → ŷ`, with `keys` the int32 `(B, 2)` per-pair noise keys
+            of `keras_cvdm.sampling.pair_noise` (see `keras_cvdm.sampling.reverse_diffusion`).
         """
         key = (int(num_steps), sampler, bool(clip))
         if key not in self._samplers:

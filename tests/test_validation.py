@@ -174,3 +174,18 @@ def test_intensity_pair_rules_against_hand_made_cases():
     validation.check_intensity_pair(low, high)
     with pytest.raises(ValueError, match="i_minus image 0 is constant"):
         validation.check_intensity_pair(flat, high)
+
+
+def test_simulator_sizes_and_noise_levels_are_checked():
+    from keras_cvdm import imaging
+    from keras_cvdm.data import qpi_test_set
+
+    for bad in (16.5, 0, True):
+        with pytest.raises(ValueError, match="image_size"):
+            imaging.image_shape(bad)
+    assert imaging.image_shape(16.0) == (16, 16)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="noise_std"):
+            qpi_test_set(2, 8, noise_std=bad)
+    with pytest.raises(ValueError, match="num_images"):
+        qpi_test_set(2.5, 8)

@@ -231,8 +231,11 @@ def qpi_test_set(
         >>> i_m.shape, float(phase.min()) >= 0.0
         ((4, 32, 32), True)
     """
+    from keras_cvdm.validation import check_int, check_number
+
+    noise_std = check_number(noise_std, "noise_std", minimum=0.0)
     probs = phantoms.normalize_mix(mix, phantoms.QPI_DEFAULT_MIX)
-    kinds = _stratified_kinds(int(num_images), probs, seed)
+    kinds = _stratified_kinds(check_int(num_images, "num_images", minimum=1), probs, seed)
     shape = imaging.image_shape(image_size)
     phase = np.stack(
         [
