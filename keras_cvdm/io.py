@@ -78,6 +78,11 @@ def _scale(image: np.ndarray) -> np.ndarray:
         return image.astype(np.float32) / np.float32(65535.0)
     if np.issubdtype(image.dtype, np.floating):
         return image
+    if np.issubdtype(image.dtype, np.complexfloating):
+        raise ValueError(
+            f"The file holds complex values ({image.dtype}); images are read as real "
+            "numbers. Save the quantity you need (e.g. np.abs(field) ** 2, or .real) instead."
+        )
     return image.astype(np.float32)
 
 
@@ -338,7 +343,7 @@ def write_image(
         >>> read_image(path, scale=False).tolist()
         [[0, 65535]]
     """
-    image = np.asarray(image)
+    image = _checked_for_writing(image, "write_image")
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
     if image.ndim not in (2, 3):
@@ -364,6 +369,21 @@ def write_image(
     path = _prepare_path(path, overwrite)
     Image.fromarray(data).save(path)
     return path
+
+
+def _checked_for_writing(data, writer: str) -> np.ndarray:
+    """The array to write, refused when it is empty or of a kind files here cannot hold."""
+    data = np.asarray(data)
+    if data.size == 0:
+        raise ValueError(
+            f"`{writer}` got an empty array of shape {data.shape}; nothing to write."
+        )
+    if data.dtype == bool and data.ndim > 2:
+        raise ValueError(
+            f"`{writer}` writes boolean images as single planes only; got shape {data.shape}. "
+            "Convert a mask stack to integers first (e.g. mask.astype(np.uint8))."
+        )
+    return data
 
 
 def _write_tiff(path: Path, data: np.ndarray, stack: bool) -> None:
@@ -400,7 +420,9 @@ def write_stack(
         >>> read_stack(path).shape
         (2, 4, 4, 2)
     """
-    images = np.asarray(images)
+    images = _checked_for_writing(images, "write_stack")
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
     path = Path(path)
     if _suffix(path) not in TIFF_EXTENSIONS:
         raise ValueError(f"Stacks are written as multi-page TIFF; use a .tif path, not {path}.")

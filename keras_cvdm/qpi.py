@@ -62,6 +62,11 @@ def reconstruct(
     norm = tasks.normalization(model, "qpi", normalization)
     if not isinstance(norm, QPINormalization):
         raise ValueError("qpi.reconstruct needs a QPINormalization.")
+    if np.shape(i_minus) != np.shape(i_plus):
+        raise ValueError(
+            f"i_minus and i_plus must have the same shape (one plane at -dz and one at +dz "
+            f"for each image); got {np.shape(i_minus)} and {np.shape(i_plus)}."
+        )
     single = np.ndim(i_minus) == 2
     i_minus, i_plus = tasks.as_stack(i_minus, "i_minus"), tasks.as_stack(i_plus, "i_plus")
     if i_minus.shape != i_plus.shape:

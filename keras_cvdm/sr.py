@@ -73,6 +73,12 @@ def reconstruct(
     if return_samples:
         out.append(np.stack([norm.denormalize(s[..., 0], lo, hi)
                              for s, (lo, hi) in zip(samples, ranges)]))
+    if not all(np.all(np.isfinite(a)) for a in out):
+        raise ValueError(
+            "The reconstruction overflows float32 in the input's units: the image's values "
+            "span too wide a range. Rescale the image (e.g. divide it by its maximum) and "
+            "multiply the result back."
+        )
     return tuple(a[0] for a in out) if single else tuple(out)
 
 

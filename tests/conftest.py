@@ -14,6 +14,24 @@ if BACKEND == "torch":
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
+if BACKEND == "jax":
+    # Many tests build the same tiny architectures: each new model is a new `jax.jit`, but
+    # its program is the same, and XLA's compile of it dominates a JAX test on a CPU. A
+    # compilation cache for this session (fresh, so nothing carries over between runs)
+    # compiles each distinct program once; subprocesses the tests start share it.
+    import atexit
+    import shutil
+    import tempfile
+
+    import jax
+
+    _JAX_CACHE = tempfile.mkdtemp(prefix="keras-cvdm-tests-jax-cache-")
+    atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+    jax.config.update("jax_compilation_cache_dir", _JAX_CACHE)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
 
 def tiny_denoiser(target_channels=1):
     return UNetDenoiser(target_channels, widths=(8, 16), embedding_dim=8, groups=4)

@@ -74,3 +74,97 @@ def test_preset_saved_as_keras_file_reconstructs_identically(name, tmp_path):
     reloaded = keras_cvdm.from_preset(folder)
     for key in ("task", "normalization", "forward_model", "sampling", "validation"):
         assert reloaded.metadata.get(key) == preset.metadata.get(key), key
+
+
+# ------------------------------------------------------- building without the initialisers
+
+
+@pytest.fixture(scope="module")
+def tiny_preset(tmp_path_factory):
+    """A tiny preset folder whose weights are not what any initialiser would draw."""
+    from tests.conftest import tiny_model
+
+    model = tiny_model()
+    model.build((None, 16, 16, 2))
+    rng = np.random.default_rng(5)
+    model.set_weights([w + rng.normal(0.0, 0.1, w.shape).astype(w.dtype)
+                       for w in model.get_weights()])
+    folder = str(tmp_path_factory.mktemp("placeholders") / "tiny")
+    keras_cvdm.save_preset(model, folder, {"task": "qpi"})
+    return folder
+
+
+def _count_initialiser_calls(monkeypatch):
+    """Counts the calls of Keras initialisers: all but `Zeros` (the metrics' counters use it,
+    and they are not part of a preset) and the loader's own placeholder."""
+    import keras
+
+    from keras_cvdm.presets import placeholders
+
+    calls = []
+    pending = [keras.initializers.Initializer]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        skipped = (placeholders._Placeholder, keras.initializers.Zeros)
+        if cls in skipped or "__call__" not in cls.__dict__:
+            continue
+
+        def counted(self, *args, _original=cls.__dict__["__call__"], **kwargs):
+            calls.append(type(self).__name__)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "__call__", counted)
+    return calls
+
+
+def test_a_preset_is_built_without_its_initialisers_and_loads_the_same(tiny_preset, monkeypatch):
+    import json
+
+    import keras
+
+    calls = _count_initialiser_calls(monkeypatch)
+    cheap = keras_cvdm.from_preset(tiny_preset)
+    assert calls == [], f"initialisers ran during a preset load: {sorted(set(calls))}"
+    # The plain way: build with the initialisers, then load the same file.
+    with open(os.path.join(tiny_preset, presets.CONFIG_FILE)) as f:
+        plain = keras.saving.deserialize_keras_object(json.load(f))
+    assert len(calls) > 10  # the counter sees the initialisers of a normal build
+    plain.load_weights(os.path.join(tiny_preset, presets.WEIGHTS_FILE))
+    assert len(cheap.weights) == len(plain.weights)
+    for a, b in zip(cheap.weights, plain.weights):
+        assert (a.name, a.shape, a.dtype) == (b.name, b.shape, b.dtype)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    # Same configuration (the initialisers the layers record are untouched) and samples.
+    config = cheap.get_config()
+    config.pop("metadata")
+    assert config == {k: v for k, v in plain.get_config().items() if k != "metadata"}
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 2)).astype("float32")
+    kwargs = dict(num_samples=2, num_steps=2, sampler="ddim", seed=4, verbose=0)
+    np.testing.assert_array_equal(cheap.predict_samples(x, **kwargs),
+                                  plain.predict_samples(x, **kwargs))
+    # Outside the load, layers are initialised as usual again.
+    layer = keras.layers.Dense(4)
+    layer.build((None, 3))
+    assert np.abs(layer.get_weights()[0]).min() > 0
+
+
+def test_a_weights_file_missing_a_weight_is_refused(tiny_preset, tmp_path):
+    """What makes the placeholders safe: a file that misses one weight is refused."""
+    import json
+    import shutil
+
+    import h5py
+
+    folder = tmp_path / "short"
+    shutil.copytree(tiny_preset, folder)
+    with h5py.File(folder / presets.WEIGHTS_FILE, "r+") as f:
+        names = []
+        f.visititems(lambda name, item: names.append(name)
+                     if isinstance(item, h5py.Dataset) else None)
+        del f[names[-1]]
+    meta = json.loads((folder / presets.METADATA_FILE).read_text())
+    del meta["weights_sha256"]
+    (folder / presets.METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="Could not load the weights"):
+        keras_cvdm.from_preset(str(folder))

@@ -121,7 +121,7 @@ def test_mixed_precision_keeps_schedule_in_float32():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         x, y = conditional_task(n=8)
-        model = compile_fast(tiny_model(seed=4))
+        model = _compile_few_steps(tiny_model(seed=4))
         model.build(x.shape)
         total, _ = model.compute_loss_terms(x, y)
         assert np.isfinite(float(ops.convert_to_numpy(total)))
@@ -152,7 +152,7 @@ def test_residual_and_zero_mean_options(option):
         np.testing.assert_allclose(
             ops.convert_to_numpy(target), (y - x[..., :1]) / 0.5, atol=1e-5
         )
-    compile_fast(model)
+    _compile_few_steps(model)
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0).history
     assert np.isfinite(history["loss"][-1])
     if option == "zero_mean":
@@ -214,7 +214,7 @@ def test_zero_mean_with_unet_mean_network_round_trip(tmp_path):
     model = tiny_model(seed=3, zero_mean=True, target_scale=0.25,
                        mean_network=UNetRegressor(1, widths=(8, 16)))
     assert model.downsampling_factor == 2
-    compile_fast(model)
+    _compile_few_steps(model)
     history = model.fit(x, y, batch_size=4, epochs=2, verbose=0).history
     assert np.all(np.isfinite(history["mean_loss"]))
     path = str(tmp_path / "zero_mean.keras")
