@@ -3,18 +3,54 @@
 
 A recipe (a JSON-ready dict) fixes everything: the model, the simulated dataset, the
 optimiser, the number of steps and the seed. `run(recipe)` trains in chunks ("epochs"
-of `steps_per_epoch` batches) with `keras.callbacks.BackupAndRestore`, so an interrupted
-run resumes from its last chunk when started again with the same `--workdir`; then it
-evaluates on a held-out test set and writes a preset folder (config, weights, metadata).
+of `steps_per_epoch` batches), evaluates on a held-out test set and writes a preset
+folder (config, weights, metadata).
+
+A run killed at any point resumes where it stopped when started again with the same
+`--workdir` (and the same recipe and `--steps`), and ends with the weights of an
+uninterrupted run. The work folder holds:
+
+- `recipe.json`: the run's recipe; a rerun with another one is refused;
+- `backup/`: `keras.callbacks.BackupAndRestore`'s state after the last finished chunk
+  (weights, optimizer, chunks done). The whole run's data is simulated up front in a
+  fixed order, and a resumed run starts at the first chunk the backup lacks; the
+  model's training noise (its `seed_generator`) is reset at each chunk's start to a
+  state given by the seed and the chunk (`keras_cvdm.training.EpochData`), so each
+  chunk sees the data and the noise it sees without a break;
+- `log.csv`: one row per chunk (loss terms, `seconds`), cut on resuming to the chunks
+  the backup holds, so each appears once;
+- `final.weights.h5` then `trained.json`: the trained (EMA) weights, written atomically
+  once training ends; from then on a rerun evaluates without training again;
+- `metrics.json`: the evaluation's scores, with the weights' sha256 and the number of
+  test images they belong to (a rerun that only lacks the preset reuses them).
+
+The preset itself is written to a temporary folder and moved into place: `--output`
+holds a complete preset or none.
 """
 
 import argparse
 import json
 import os
-import time
+
+from keras_cvdm.training import EpochData
+from keras_cvdm.training.run_folder import (
+    _completed_epochs,
+    _read_history,
+    _truncate_history,
+    _write_json,
+    _write_preset_folder,
+)
+
+RECIPE_FILE = "recipe.json"
+BACKUP_DIR = "backup"
+LOG_FILE = "log.csv"
+FINAL_WEIGHTS = "final.weights.h5"
+TRAINED_FILE = "trained.json"
+METRICS_FILE = "metrics.json"
 
 
-def parse_args(recipe, description):
+def parse_args(recipe, description, argv=None):
+    """The command line of a recipe script (`argv`: default `sys.argv[1:]`)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--output", default=os.path.join("runs", recipe["name"], "preset"),
                         help="preset folder to write at the end")
@@ -28,8 +64,8 @@ def parse_args(recipe, description):
                         help="held-out test images per noise level (default: the number "
                         "behind the shipped preset's metadata)")
     parser.add_argument("--eval-only", action="store_true",
-                        help="skip training: evaluate the last checkpoint and write the preset")
-    return parser.parse_args()
+                        help="skip training: evaluate the final weights and write the preset")
+    return parser.parse_args(argv)
 
 
 def set_threads(threads):
@@ -79,13 +115,38 @@ def build_model(recipe):
     )
 
 
-def _completed_epochs(backup):
-    """Epochs a BackupAndRestore folder says are done (0 for a fresh run)."""
-    path = os.path.join(backup, "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f).get("epoch", -1)) + 1
+def _read_json(path):
+    """The JSON value in `path`, or None if it is missing or unreadable (a torn write)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _check_workdir(workdir, recipe):
+    """Record `recipe` in `workdir`, or check it is the recipe of the run found there."""
+    path = os.path.join(workdir, RECIPE_FILE)
+    recipe = json.loads(json.dumps(recipe))
+    earlier = _read_json(path)
+    if earlier is None:
+        found = [name for name in (BACKUP_DIR, LOG_FILE, FINAL_WEIGHTS, TRAINED_FILE)
+                 if os.path.exists(os.path.join(workdir, name))]
+        if found:
+            raise SystemExit(
+                f"{workdir} holds {', '.join(found)} but no readable {RECIPE_FILE}: a run "
+                "of an earlier version of this script, which cannot be resumed exactly. "
+                "Delete those files or pass another --workdir."
+            )
+        _write_json(path, recipe)
+        return
+    changed = sorted(k for k in set(earlier) | set(recipe) if earlier.get(k) != recipe.get(k))
+    if changed:
+        raise SystemExit(
+            f"{workdir} holds a run of another recipe (it differs in: {', '.join(changed)}). "
+            "Rerun with that recipe (and its --steps) to resume it, or pass another "
+            "--workdir to start a new run."
+        )
 
 
 def _in_memory(dataset, skip_batches):
@@ -98,17 +159,92 @@ def _in_memory(dataset, skip_batches):
     import numpy as np
     import tensorflow as tf
 
+    if not 0 <= skip_batches < len(dataset):
+        raise ValueError(
+            f"Cannot start at batch {skip_batches} of a dataset of {len(dataset)}: the "
+            "backup and the recipe disagree; pass another --workdir."
+        )
     batches = [dataset[i] for i in range(skip_batches, len(dataset))]
     x = np.concatenate([b[0] for b in batches])
     y = np.concatenate([b[1] for b in batches])
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(dataset.batch_size)
 
 
-def run(recipe, make_dataset, evaluate, args):
-    """Train `recipe`, evaluate with `evaluate(model, num_images) -> dict`, write the preset."""
+def _train(model, recipe, make_dataset, workdir, epochs, chunk):
+    """Train `model` to the end of the run, resuming from `workdir`; the training seconds.
+
+    Afterwards `model` holds the final (EMA) weights, also in `workdir/final.weights.h5`.
+    """
     import keras
 
-    import keras_cvdm
+    final = os.path.join(workdir, FINAL_WEIGHTS)
+    trained = _read_json(os.path.join(workdir, TRAINED_FILE))
+    if (isinstance(trained, dict) and trained.get("epochs") == epochs
+            and os.path.exists(final)):
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(final)
+        print(f"training was done earlier: {final}", flush=True)
+        return trained.get("seconds", 0)
+    backup = os.path.join(workdir, BACKUP_DIR)
+    log = os.path.join(workdir, LOG_FILE)
+    done = _completed_epochs(backup)  # the epochs Keras recorded as finished
+    _truncate_history(log, done)
+    restore = keras.callbacks.BackupAndRestore(
+        backup, double_checkpoint=True, delete_checkpoint=False
+    )
+    if done < epochs:
+        if done:
+            print(f"resuming from {backup}: {done} of {epochs} chunks done", flush=True)
+        train = _in_memory(make_dataset(recipe, num_batches=epochs * chunk), done * chunk)
+        callbacks = [
+            EpochData(None, recipe["seed"]),  # before the logger: adds `seconds`
+            keras.callbacks.CSVLogger(log, append=True),
+            restore,  # last: an epoch's row is written before the backup records it
+        ]
+        model.fit(train, epochs=epochs, steps_per_epoch=chunk, callbacks=callbacks,
+                  shuffle=False, verbose=2)  # the data's order is the run's
+    else:
+        # Every chunk is in the backup, the final weights are not: what `fit` does after
+        # its last epoch, from the backup.
+        restore.set_model(model)
+        restore.on_train_begin()
+        model.optimizer.finalize_variable_values(model.trainable_variables)
+    seconds = round(sum(float(r.get("seconds") or 0.0) for r in _read_history(log)), 1)
+    partial = os.path.join(workdir, "final.partial.weights.h5")
+    model.save_weights(partial, overwrite=True)
+    os.replace(partial, final)
+    _write_json(os.path.join(workdir, TRAINED_FILE),
+                {"epochs": epochs, "steps_per_epoch": chunk, "seconds": seconds})
+    return seconds
+
+
+def _evaluate(model, evaluate, num_images, workdir):
+    """`evaluate(model, num_images)`, or the scores an earlier run got for these weights."""
+    from keras_cvdm.presets.loader import sha256_of
+
+    path = os.path.join(workdir, METRICS_FILE)
+    key = {"eval_images": num_images,
+           "weights_sha256": sha256_of(os.path.join(workdir, FINAL_WEIGHTS))}
+    cached = _read_json(path)
+    if isinstance(cached, dict) and all(cached.get(k) == v for k, v in key.items()):
+        print(f"evaluated earlier: {path}", flush=True)
+        return cached["metrics"]
+    metrics = evaluate(model, num_images)
+    _write_json(path, dict(key, metrics=metrics))
+    return metrics
+
+
+def run(recipe, make_dataset, evaluate, args):
+    """Train `recipe`, evaluate with `evaluate(model, num_images) -> dict`, write the preset.
+
+    Args:
+        recipe (dict): the recipe (see `train_qpi_preset.RECIPE`).
+        make_dataset (callable): `make_dataset(recipe, num_batches)`, a dataset whose
+            `dataset[i]` is batch `i` of the run (`len` and `batch_size` as a `PyDataset`).
+        evaluate (callable): `evaluate(model, num_images)`, JSON-ready scores.
+        args (argparse.Namespace): from `parse_args`.
+    """
+    import keras
 
     set_threads(args.threads)
     keras.utils.set_random_seed(recipe["seed"])
@@ -118,6 +254,7 @@ def run(recipe, make_dataset, evaluate, args):
             f"{args.output} already holds a preset; pass --overwrite or another --output."
         )
     os.makedirs(args.workdir, exist_ok=True)
+    _check_workdir(args.workdir, recipe)
     chunk = recipe["steps_per_epoch"]
     epochs = max(1, round(recipe["steps"] / chunk))
     model = build_model(recipe)
@@ -132,24 +269,22 @@ def run(recipe, make_dataset, evaluate, args):
         )
     )
     model.build((None, None, None, recipe["model"]["condition_channels"]))
-    weights = os.path.join(args.workdir, "final.weights.h5")
-    start = time.time()
-    if not args.eval_only:
-        backup = os.path.join(args.workdir, "backup")
-        done = _completed_epochs(backup)
-        train = _in_memory(make_dataset(recipe, num_batches=epochs * chunk), done * chunk)
-        callbacks = [
-            keras.callbacks.BackupAndRestore(backup),
-            keras.callbacks.CSVLogger(os.path.join(args.workdir, "log.csv"), append=True),
-        ]
-        model.fit(train, epochs=epochs, steps_per_epoch=chunk, callbacks=callbacks, verbose=2)
-        model.save_weights(weights, overwrite=True)
+    if args.eval_only:
+        trained = _read_json(os.path.join(args.workdir, TRAINED_FILE))
+        final = os.path.join(args.workdir, FINAL_WEIGHTS)
+        if not isinstance(trained, dict) or not os.path.exists(final):
+            raise SystemExit(
+                f"{args.workdir} holds no finished training ({TRAINED_FILE}, "
+                f"{FINAL_WEIGHTS}); run without --eval-only first."
+            )
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(final)
+        train_seconds = trained.get("seconds", 0)
     else:
-        model.load_weights(weights)
-    train_seconds = time.time() - start
+        train_seconds = _train(model, recipe, make_dataset, args.workdir, epochs, chunk)
     print(f"training: {train_seconds:.0f} s; evaluating", flush=True)
     model.metadata = dict(recipe["metadata"])
-    metrics = evaluate(model, args.eval_images)
+    metrics = _evaluate(model, evaluate, args.eval_images, args.workdir)
     print(json.dumps(metrics, indent=2), flush=True)
     metadata = dict(recipe["metadata"])
     metadata["training"] = {
@@ -163,5 +298,5 @@ def run(recipe, make_dataset, evaluate, args):
         script=f"examples/train_{recipe['script']}_preset.py",
     )
     metadata["validation"] = metrics
-    keras_cvdm.save_preset(model, args.output, metadata, overwrite=args.overwrite)
+    _write_preset_folder(model, args.output, metadata)
     print(f"preset written to {args.output}")

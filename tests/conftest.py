@@ -72,3 +72,16 @@ def conditional_task(n=64, size=16, seed=0):
 @pytest.fixture
 def task():
     return conditional_task()
+
+
+@pytest.fixture(scope="module")
+def tensorflow_eagerly():
+    """On TensorFlow, run functions eagerly for a module's tests (no-op elsewhere)."""
+    if BACKEND != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
+    yield
+    tf.config.run_functions_eagerly(False)

@@ -30,17 +30,9 @@ TINY = dict(steps_per_epoch=1, batch_size=2, image_size=16, widths=(8, 16), seed
 RUN = dict(TINY, task="qpi", epochs=2, steps_per_epoch=2, preview_every=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def tensorflow_eagerly():
-    """On TensorFlow, run functions eagerly (tracing this model costs ~70 s per model)."""
-    if BACKEND != "tensorflow":
-        yield
-        return
-    import tensorflow as tf
-
-    tf.config.run_functions_eagerly(True)
-    yield
-    tf.config.run_functions_eagerly(False)
+# On TensorFlow these tests run functions eagerly (tracing a model costs ~70 s, more than
+# the few steps it would save).
+pytestmark = pytest.mark.usefixtures("tensorflow_eagerly")
 
 
 @pytest.fixture(scope="module")

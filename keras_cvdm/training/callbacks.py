@@ -29,7 +29,8 @@ class EpochData(keras.callbacks.Callback):
     `history.csv` column): place it before the callbacks that write the logs.
 
     Args:
-        dataset (SeededDataset): the training dataset.
+        dataset (SeededDataset | None): the training dataset; None for data that is not
+            keyed by epoch (then only the noise is keyed and the epochs timed).
         seed (int): seeds the model's noise of each epoch.
 
     Examples:
@@ -47,7 +48,8 @@ class EpochData(keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.dataset.epoch = int(epoch)
+        if self.dataset is not None:
+            self.dataset.epoch = int(epoch)
         generator = getattr(self._model_or_none(), "seed_generator", None)
         if generator is not None:
             key = np.random.default_rng([self.seed, int(epoch), 11]).integers(2**31 - 1)

@@ -6,7 +6,8 @@
   `clear_run` deletes a run's files;
 - `_completed_epochs`, `_truncate_history`: what `BackupAndRestore` holds, and the
   history rows that go with it;
-- `_write_preset`: the preset written to a temporary folder, checked, moved into place.
+- `_write_preset` (`_write_preset_folder` for any folder): the preset written to a
+  temporary folder, checked, moved into place.
 """
 
 from __future__ import annotations
@@ -168,17 +169,25 @@ def _read_history(path) -> list[dict]:
 
 
 def _write_preset(model, output, metadata) -> None:
-    """Write to a temporary folder, check it, then move it into place.
+    """Write `output/preset` (complete or absent, see `_write_preset_folder`)."""
+    _write_preset_folder(model, os.path.join(output, PRESET_DIR), metadata)
 
-    `output/preset` is thus complete or absent. `save_preset` itself rebuilds the model
-    from the config it writes (to save the weights without the optimizer), so the config
-    loads; the check here re-reads the files and the weights' recorded sha256.
+
+def _write_preset_folder(model, final, metadata) -> None:
+    """Write the preset `final` to a temporary sibling folder, check it, move it into place.
+
+    `final` is thus complete or absent (an earlier preset there is replaced only by a
+    complete one). The siblings are `.NAME.partial` and `.NAME.old`. `save_preset` itself
+    rebuilds the model from the config it writes (to save the weights without the
+    optimizer), so the config loads; the check here re-reads the files and the weights'
+    recorded sha256.
     """
     from keras_cvdm.presets import loader
 
-    final = os.path.join(output, PRESET_DIR)
-    partial = os.path.join(output, _PARTIAL_PRESET)
-    old = os.path.join(output, _OLD_PRESET)
+    final = os.path.abspath(os.fspath(final))
+    parent, name = os.path.split(final)
+    partial = os.path.join(parent, f".{name}.partial")
+    old = os.path.join(parent, f".{name}.old")
     for path in (partial, old):
         if os.path.exists(path):
             shutil.rmtree(path)

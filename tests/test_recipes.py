@@ -1,0 +1,232 @@
+"""The preset recipes (`examples/preset_training.py`) resume exactly after a `kill -9`.
+
+Two runs of a tiny version of the SR recipe (widths (8, 16), 16×16 images, 3 chunks of 2
+steps) share one subprocess (one interpreter start, one Keras import): run `a` stops in
+its last chunk after one of its updates, then run `b` trains without a break and stops
+in its evaluation; the process is then SIGKILLed. Run `b`'s final weights, written
+before its evaluation, are those of an uninterrupted training; each run, rerun here,
+must end with them in its preset and with each chunk once in `log.csv`. The evaluation
+is a stand-in (the sum of the weights: no sampler to compile; the recipes' test-set
+scores are the evaluation module's concern). On TensorFlow the runs are eager (tracing
+costs about a minute a model), in the subprocess too.
+"""
+
+import copy
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+BACKEND = keras.backend.backend()
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "examples")
+sys.path.insert(0, EXAMPLES)
+
+import preset_training  # noqa: E402
+import train_sr_preset  # noqa: E402
+
+EPOCHS = 3
+
+
+def tiny_recipe():
+    recipe = copy.deepcopy(train_sr_preset.RECIPE)
+    recipe.update(name="tiny-sr", steps=2 * EPOCHS, steps_per_epoch=2, batch_size=2,
+                  image_size=16)
+    recipe["model"].update(widths=[8, 16], embedding_dim=8)
+    # The preset holds the weights' moving average: over 6 steps, a short memory shows
+    # the last steps' updates (at the recipes' 0.995 it would hold ~3% of them).
+    recipe["optimizer"]["ema_momentum"] = 0.5
+    return recipe
+
+
+def tiny_evaluate(model, num_images):
+    """A stand-in for the test-set scores: cheap, and a function of the weights."""
+    return {"weights_sum": float(sum(np.sum(w, dtype="float64") for w in model.get_weights())),
+            "num_images": num_images}
+
+
+# Runs `a` and `b` (the folders sys.argv[2] and sys.argv[3]) in one process: `a` in a
+# thread, up to the start of its last chunk's second batch, where it waits; then `b` up
+# to its evaluation, where it creates the file sys.argv[1] and waits to be killed.
+LAUNCHER = """
+import os, sys, threading, time
+import keras
+
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
+sys.path.insert(0, {tests!r})
+import test_recipes as t
+
+marker, a, b = sys.argv[1:]
+a_paused = threading.Event()
+a_failed = []
+
+
+def on_epoch_begin(self, epoch, logs=None):  # the recipe's CSVLogger tells the epoch
+    self.pause_epoch = epoch
+
+
+def on_train_batch_begin(self, batch, logs=None):
+    if (self.filename.startswith(a) and self.pause_epoch == t.EPOCHS - 1
+            and batch == 1):
+        a_paused.set()
+        time.sleep(3600)
+
+
+def pausing_evaluate(model, num_images):
+    open(marker, "w").close()
+    time.sleep(3600)
+
+
+def run_a():
+    try:
+        t.run_here(a)
+    except BaseException as error:
+        a_failed.append(error)
+    a_paused.set()
+
+
+keras.callbacks.CSVLogger.on_epoch_begin = on_epoch_begin  # no-ops in Keras's class
+keras.callbacks.CSVLogger.on_train_batch_begin = on_train_batch_begin
+threading.Thread(target=run_a, daemon=True).start()
+a_paused.wait()
+if a_failed:
+    raise a_failed[0]
+t.run_here(b, pausing_evaluate)
+raise SystemExit("run b ended instead of waiting in its evaluation")
+"""
+
+
+def folders(root):
+    return ["--output", os.path.join(root, "preset"), "--workdir", os.path.join(root, "work"),
+            "--eval-images", "2"]
+
+
+def run_here(root, evaluate=tiny_evaluate):
+    """The tiny recipe in the folder `root`, to its end, in this process; its preset."""
+    args = preset_training.parse_args(tiny_recipe(), "", folders(root))
+    preset_training.run(tiny_recipe(), train_sr_preset.make_dataset, evaluate, args)
+    return os.path.join(root, "preset")
+
+
+def logged_epochs(root):
+    with open(os.path.join(root, "work", "log.csv"), newline="") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def backup_epochs(root):
+    with open(os.path.join(root, "work", "backup", "training_metadata.json")) as f:
+        return json.load(f)["epoch"]
+
+
+def arrays(path):
+    """Every array of a Keras weights file, by its path in the file."""
+    found = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: found.__setitem__(name, item[()])
+                     if isinstance(item, h5py.Dataset) else None)
+    return found
+
+
+def assert_same_weights(preset, reference):
+    """The preset's weights are the model's arrays of `reference` (to 1e-6)."""
+    weights = arrays(os.path.join(preset, "model.weights.h5"))
+    assert weights and set(weights) <= set(reference)
+    for name, value in weights.items():
+        np.testing.assert_allclose(value, reference[name], rtol=0, atol=1e-6, err_msg=name)
+
+
+# On TensorFlow these tests run functions eagerly (tracing a model costs ~70 s, more than
+# the few steps it would save).
+pytestmark = pytest.mark.usefixtures("tensorflow_eagerly")
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """The folders of runs `a` and `b` (see the module's docstring) after the SIGKILL."""
+    root = str(tmp_path_factory.mktemp("killed"))
+    a, b, marker = (os.path.join(root, name) for name in ("a", "b", "paused"))
+    code = LAUNCHER.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="2",
+               OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    proc = subprocess.Popen([sys.executable, "-c", code, marker, a, b], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    try:
+        while not os.path.exists(marker):
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the runs did not reach their stops"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def reference(killed):
+    """The final weights of an uninterrupted training: run `b`'s, before its evaluation."""
+    return arrays(os.path.join(killed[1], "work", "final.weights.h5"))
+
+
+def test_kill_in_the_last_chunk_resumes_it_with_the_same_data_and_noise(
+        killed, reference, capsys):
+    a = killed[0]
+    assert backup_epochs(a) == EPOCHS - 1  # the last chunk was lost with the kill
+    assert logged_epochs(a) == list(range(EPOCHS - 1))
+    assert not os.path.exists(os.path.join(a, "work", "final.weights.h5"))
+
+    preset = run_here(a)
+    assert f"{EPOCHS - 1} of {EPOCHS} chunks done" in capsys.readouterr().out
+    assert logged_epochs(a) == list(range(EPOCHS))
+    assert_same_weights(preset, reference)
+
+
+def test_kill_in_the_evaluation_resumes_without_training_again(killed, reference, tmp_path,
+                                                               capsys):
+    b = killed[1]
+    final = os.path.join(b, "work", "final.weights.h5")
+    written = os.stat(final).st_mtime_ns
+    assert logged_epochs(b) == list(range(EPOCHS))
+    assert not os.path.exists(os.path.join(b, "preset"))
+    # The same moment, but as if the kill had come before the final weights were written
+    # (every chunk in the backup): they are made from the backup, as `fit` makes them.
+    early = str(tmp_path / "early")
+    shutil.copytree(os.path.join(b, "work"), os.path.join(early, "work"))
+    for name in ("final.weights.h5", "trained.json"):
+        if os.path.exists(os.path.join(early, "work", name)):
+            os.remove(os.path.join(early, "work", name))
+
+    preset = run_here(b)
+    assert "training was done earlier" in capsys.readouterr().out
+    assert os.stat(final).st_mtime_ns == written
+    assert logged_epochs(b) == list(range(EPOCHS))
+    assert_same_weights(preset, reference)
+
+    preset = run_here(early)
+    assert logged_epochs(early) == list(range(EPOCHS))
+    assert_same_weights(preset, reference)
+
+
+def test_a_rerun_with_another_recipe_is_refused(tmp_path):
+    work = str(tmp_path)
+    recipe = tiny_recipe()
+    preset_training._check_workdir(work, recipe)
+    preset_training._check_workdir(work, recipe)  # the same recipe: resumes
+    with pytest.raises(SystemExit, match=r"differs in: steps\b.*another --workdir"):
+        preset_training._check_workdir(work, dict(recipe, steps=8))
