@@ -1,12 +1,13 @@
 """The CVDM model: a conditional diffusion model whose noise schedule is learned."""
 
+import types
 import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_cvdm import losses, metrics, numerics, sampling, schedules, validation
+from keras_cvdm import losses, metrics, sampling, schedules, validation
 from keras_cvdm.backend import CVDMTrainer, make_sampler
 from keras_cvdm.layers.conv_net import ConvNet
 from keras_cvdm.layers.unet import UNetDenoiser
@@ -521,35 +522,20 @@ class CVDM(CVDMTrainer, keras.Model):
     def _update_trackers(self, total, terms, skipped=None):
         """Update the trackers and return the logs (used by every backend).
 
-        `skipped` is 1.0 for a training step whose update was skipped (non-finite loss
-        or gradient): that step is counted in `skipped_updates` and left out of the loss
-        means, so a single bad batch does not turn the epoch's logged loss into NaN.
+        `skipped` (training steps only) is positive for a step whose update was skipped
+        (non-finite loss or gradient): the step is counted in `skipped_updates` and left
+        out of the loss means, so one bad batch does not turn the epoch's logged loss
+        into NaN. Evaluation steps (`skipped` None) update nothing, and their means stay
+        plain: a non-finite evaluation batch shows as a NaN loss.
         """
-        if skipped is None:
-            skipped = 1.0 - ops.cast(numerics.all_finite([total]), "float32")
-        kept = 1.0 - skipped
+        kept = 1.0 if skipped is None else ops.cast(ops.less_equal(skipped, 0.0), "float32")
         for name, value in (("loss", total),) + tuple(terms.items()):
             value = ops.cast(value, "float32")
-            self.trackers[name].update_state(ops.where(kept > 0, value, 0.0), kept)
-        self.trackers["skipped_updates"].update_state(skipped)
+            if skipped is not None:
+                value = ops.where(kept > 0, value, 0.0)
+            self.trackers[name].update_state(value, kept)
+        self.trackers["skipped_updates"].update_state(0.0 if skipped is None else skipped)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
-
-    def _apply_if_finite(self, total, grads, variables):
-        """Apply the optimizer update only if the loss and every gradient are finite.
-
-        A skipped update leaves the weights and the optimizer's state (moments,
-        iteration count, EMA) exactly as they were. Used by the TensorFlow and PyTorch
-        steps (stateful optimizers); the JAX step selects between the new and old
-        state values instead.
-
-        Returns:
-            1.0 if the update was skipped, else 0.0 (a float32 tensor).
-        """
-        finite = numerics.all_finite([total] + list(grads))
-        if not self.optimizer.built:
-            self.optimizer.build(variables)
-        ops.cond(finite, lambda: self.optimizer.apply(grads, variables), lambda: None)
-        return 1.0 - ops.cast(finite, "float32")
 
     def _prepare_condition(self, x):
         """Validate a condition batch (numpy, tensor or list), build the model if needed.
@@ -571,7 +557,24 @@ class CVDM(CVDMTrainer, keras.Model):
         return ops.convert_to_tensor(x, "float32")
 
     def _check_training_data(self, x, y):
-        """Validate the first batch of `fit`/`evaluate` data and build the model from it."""
+        """Validate the first batch of `fit`/`evaluate` data and build the model from it.
+
+        Returns:
+            `x`, or for a Python generator an equivalent generator that yields the batch
+            taken out for the check first.
+        """
+        if isinstance(x, types.GeneratorType):
+            first = next(x, None)
+            if first is None:
+                return x  # Keras refuses an empty generator with a clear message.
+            pair = tuple(first[:2]) if isinstance(first, (tuple, list)) else (first, None)
+            self._check_training_data(*pair)
+
+            def replay(rest=x):
+                yield first
+                yield from rest
+
+            return replay()
         first = validation.first_batch(x, y)
         if first is None:
             if not self.built:
@@ -580,7 +583,7 @@ class CVDM(CVDMTrainer, keras.Model):
                     "model.build((None, H, W, C)) before fit(), or pass numpy arrays, a "
                     "keras.utils.PyDataset, a tf.data.Dataset or a torch DataLoader."
                 )
-            return
+            return x
         bx, by = first
         if by is None:
             raise ValueError(
@@ -607,11 +610,13 @@ class CVDM(CVDMTrainer, keras.Model):
                     f"y reaches |y| / target_scale = {peak:.4g}, but this model diffuses "
                     "targets in [-1, 1] and clips its samples to that range. Normalise the "
                     "targets to [-1, 1] first (e.g. y / 127.5 - 1 for 8-bit images, or a "
-                    "keras_cvdm.data normalisation), or build the model with "
-                    "target_scale >= the largest |y|."
+                    "keras_cvdm.data normalisation), build the model with "
+                    "target_scale >= the largest |y|, or diffuse a difference instead "
+                    "(residual=True or zero_mean=True)."
                 )
         if not self.built:
             self.build(bx.shape)
+        return x
 
     def fit(self, x=None, y=None, **kwargs):
         if kwargs.get("sample_weight") is not None or kwargs.get("class_weight") is not None:
@@ -619,26 +624,28 @@ class CVDM(CVDMTrainer, keras.Model):
                 "CVDM does not support sample_weight or class_weight: every pixel enters "
                 "the diffusion loss with weight 1. Remove the argument."
             )
-        self._check_training_data(x, y)
+        x = self._check_training_data(x, y)
         validation_data = kwargs.get("validation_data")
         if validation_data is not None:
             if isinstance(validation_data, (tuple, list)):
                 self._check_training_data(*validation_data[:2])
             else:
-                self._check_training_data(validation_data, None)
+                kwargs["validation_data"] = self._check_training_data(validation_data, None)
         history = super().fit(x, y, **kwargs)
-        skipped = int(sum(history.history.get("skipped_updates", ())))
+        skipped = int(round(sum(history.history.get("skipped_updates", ()))))
         if skipped:
             warnings.warn(
                 f"{skipped} training update(s) were skipped because the loss or a gradient "
                 "was NaN or Inf; the weights were left unchanged at those steps (see the "
                 "'skipped_updates' metric per epoch). Check the data for non-finite values "
-                "in streamed batches, or lower the learning rate.",
+                "in streamed batches, or lower the learning rate. (Under a "
+                "LossScaleOptimizer a few skipped steps while its loss scale falls are "
+                "normal.)",
                 RuntimeWarning,
                 stacklevel=2,
             )
         return history
 
     def evaluate(self, x=None, y=None, **kwargs):
-        self._check_training_data(x, y)
+        x = self._check_training_data(x, y)
         return super().evaluate(x, y, **kwargs)

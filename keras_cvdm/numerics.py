@@ -1,5 +1,6 @@
 """Numerical guards shared by the schedules, the losses and the sampler."""
 
+import keras
 from keras import ops
 
 GAMMA_MIN = 1e-6
@@ -27,7 +28,11 @@ def clip_gamma(gamma):
 def all_finite(tensors):
     """One boolean tensor: True when every value of every tensor is finite (None skipped).
 
-    The training steps use it to skip an update whose loss or gradient is NaN or Inf.
+    The training steps use it to skip an update whose loss or gradient is NaN or Inf. It
+    tests the float32 sum of all values, one reduction per tensor and no stack of flags
+    (cheap where every op is a separate kernel): a NaN or an Inf anywhere makes the sum
+    non-finite, and so does a sum beyond float32's range (about 3e38), a gradient too
+    large to apply anyway.
 
     Args:
         tensors: a list of tensors (loss, gradients); None entries are ignored.
@@ -40,6 +45,31 @@ def all_finite(tensors):
         True
         >>> bool(all_finite([ops.ones((2,)), ops.convert_to_tensor([1.0, float("nan")])]))
         False
+        >>> bool(all_finite([ops.convert_to_tensor([float("inf"), -float("inf")])]))
+        False
     """
-    flags = [ops.all(ops.isfinite(t)) for t in tensors if t is not None]
-    return ops.all(ops.stack(flags))
+    total = ops.convert_to_tensor(0.0, "float32")
+    for t in tensors:
+        if t is not None:
+            total = total + ops.sum(ops.cast(t, "float32"))
+    return ops.isfinite(total)
+
+
+def update_is_finite(optimizer, total, grads):
+    """Whether a training step's update may be applied: its loss and gradients are finite.
+
+    Under a `keras.optimizers.LossScaleOptimizer` it is that optimizer's own verdict on
+    the scaled gradients (it skips such a step itself and lowers its loss scale), so the
+    count of skipped steps matches what it did.
+
+    Args:
+        optimizer: the model's optimizer.
+        total: the step's loss.
+        grads: its gradients (None entries ignored).
+
+    Returns:
+        A scalar boolean tensor.
+    """
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.check_finite(grads)
+    return all_finite([total] + list(grads))

@@ -105,14 +105,17 @@ def test_a_huge_learning_rate_never_gives_nan_weights(model):
     batches = _batches(2)
     x = np.concatenate([b[0] for b in batches])
     y = np.concatenate([b[1] for b in batches])
+    saved = _state(model)
     model.optimizer.learning_rate.assign(1e3)
     try:
         with pytest.warns(RuntimeWarning, match="skipped"):
             history = model.fit(x, y, batch_size=2, epochs=3, verbose=0)
-    finally:
+        assert sum(history.history["skipped_updates"]) > 0
+        assert _all_finite(model)
+    finally:  # the shared model goes back to its trainable state
         model.optimizer.learning_rate.assign(1e-3)
-    assert sum(history.history["skipped_updates"]) > 0
-    assert _all_finite(model)
+        for variable, value in zip(model.trainable_variables + model.optimizer.variables, saved):
+            variable.assign(value)
 
 
 @pytest.mark.parametrize("kind", ["arrays", "pydataset", "tf.data", "torch"])
@@ -141,3 +144,49 @@ def test_targets_outside_the_diffused_range_are_refused(model):
     y = np.full((2, SIZE, SIZE, 1), 200.0, "float32")  # raw 8-bit values
     with pytest.raises(ValueError, match=r"\[-1, 1\].*target_scale"):
         model.fit(x, y, epochs=1, verbose=0)
+
+
+def test_a_non_finite_evaluation_batch_shows_as_a_nan_loss(model):
+    # Evaluation updates nothing, so nothing is skipped: its loss mean stays plain.
+    logs = model.evaluate(_Batches(_batches(2, nan_at=1)), verbose=0, return_dict=True)
+    assert np.isnan(logs["loss"])
+    assert logs["skipped_updates"] == 0.0
+
+
+def test_the_first_batch_of_a_generator_is_checked_and_still_trained_on(model):
+    x, y = _batches(1)[0]
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        model.fit((b for b in [(x, 200.0 * y)]), epochs=1, verbose=0)
+    iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    model.fit((b for b in [(x, y)]), epochs=1, steps_per_epoch=1, verbose=0)
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == iterations + 1
+
+
+def test_a_loss_scale_optimizer_keeps_lowering_its_scale(model):
+    # Its own skip-and-halve must still run: a first scale so large that every scaled
+    # gradient overflows is halved until the updates go through.
+    original, saved = model.optimizer, _state(model)
+    optimizer = keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.Adam(1e-3), initial_scale=2.0**126
+    )
+    model.compile(optimizer=optimizer)
+    batch = _batches(1)[0]
+    steps = 24
+
+    def repeat():
+        while True:
+            yield batch
+
+    try:
+        with pytest.warns(RuntimeWarning, match="skipped"):
+            history = model.fit(repeat(), epochs=1, steps_per_epoch=steps, verbose=0)
+        skipped = history.history["skipped_updates"][0]
+        assert 0 < skipped < steps
+        scale = float(keras.ops.convert_to_numpy(optimizer.dynamic_scale))
+        assert scale == 2.0 ** (126 - skipped)
+        assert int(keras.ops.convert_to_numpy(optimizer.iterations)) == steps - skipped
+        assert _all_finite(model)
+    finally:  # the shared model goes back to its own optimizer and weights
+        model.compile(optimizer=original)
+        for variable, value in zip(model.trainable_variables + original.variables, saved):
+            variable.assign(value)

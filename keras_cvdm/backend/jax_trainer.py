@@ -2,10 +2,11 @@
 
 import jax
 import jax.numpy as jnp
+import keras
 from keras import StatelessScope
 from keras.utils import unpack_x_y_sample_weight
 
-from keras_cvdm.numerics import all_finite
+from keras_cvdm.numerics import update_is_finite
 
 
 def _stateless(model, mapping, fn):
@@ -55,11 +56,13 @@ class CVDMTrainer:
         new_trainable, new_optimizer_variables = self.optimizer.stateless_apply(
             optimizer_variables, grads, trainable
         )
-        # A non-finite loss or gradient keeps the old weights and optimizer state.
-        finite = all_finite([total] + list(grads))
-        trainable = [jnp.where(finite, new, old) for new, old in zip(new_trainable, trainable)]
+        # A non-finite loss or gradient keeps the old weights and optimizer state (a
+        # loss-scale optimizer skips such a step itself and lowers its scale).
+        finite = update_is_finite(self.optimizer, total, grads)
+        keep = finite | isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        trainable = [jnp.where(keep, new, old) for new, old in zip(new_trainable, trainable)]
         optimizer_variables = [
-            jnp.where(finite, new, old)
+            jnp.where(keep, new, old)
             for new, old in zip(new_optimizer_variables, optimizer_variables)
         ]
         skipped = 1.0 - finite.astype("float32")

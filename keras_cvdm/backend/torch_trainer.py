@@ -1,7 +1,11 @@
 """PyTorch training step: autograd on the shared loss."""
 
+import keras
 import torch
+from keras import ops
 from keras.utils import unpack_x_y_sample_weight
+
+from keras_cvdm.numerics import update_is_finite
 
 
 class CVDMTrainer:
@@ -13,7 +17,12 @@ class CVDMTrainer:
         variables = self.trainable_weights
         grads = [v.value.grad for v in variables]
         with torch.no_grad():
-            skipped = self._apply_if_finite(total, grads, variables)
+            # A non-finite loss or gradient leaves weights and optimizer state untouched
+            # (a loss-scale optimizer skips such a step itself and lowers its scale).
+            finite = update_is_finite(self.optimizer, total, grads)
+            if bool(finite) or isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                self.optimizer.apply(grads, variables)
+        skipped = 1.0 - ops.cast(finite, "float32")
         return self._update_trackers(total, terms, skipped)
 
     def test_step(self, data):
