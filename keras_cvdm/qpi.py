@@ -64,8 +64,8 @@ def reconstruct(
         raise ValueError("qpi.reconstruct needs a QPINormalization.")
     if np.shape(i_minus) != np.shape(i_plus):
         raise ValueError(
-            f"i_minus and i_plus must have the same shape (one plane at -dz and one at +dz "
-            f"for each image); got {np.shape(i_minus)} and {np.shape(i_plus)}."
+            f"i_minus and i_plus differ in shape: {np.shape(i_minus)} and {np.shape(i_plus)}. "
+            "Pass one plane at -dz and one at +dz of the same size for each image."
         )
     single = np.ndim(i_minus) == 2
     i_minus, i_plus = tasks.as_stack(i_minus, "i_minus"), tasks.as_stack(i_plus, "i_plus")
