@@ -70,6 +70,15 @@ def update_is_finite(optimizer, total, grads):
     Returns:
         A scalar boolean tensor.
     """
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+    if skips_non_finite_itself(optimizer):
         return optimizer.check_finite(grads)
     return all_finite([total] + list(grads))
+
+
+def skips_non_finite_itself(optimizer) -> bool:
+    """True for a `keras.optimizers.LossScaleOptimizer`: it must receive every step.
+
+    It skips a non-finite step on its own and lowers its loss scale; holding such a step
+    back from it would keep the scale too high for ever.
+    """
+    return isinstance(optimizer, keras.optimizers.LossScaleOptimizer)

@@ -1,4 +1,6 @@
 import os
+import signal
+import time
 
 import keras
 import numpy as np
@@ -85,3 +87,28 @@ def tensorflow_eagerly():
     tf.config.run_functions_eagerly(True)
     yield
     tf.config.run_functions_eagerly(False)
+
+
+def kill_when(proc, ready, timeout, what, poll=0.05):
+    """SIGKILL a subprocess as soon as `ready()` holds; fail if it exits or times out first.
+
+    Args:
+        proc: a `subprocess.Popen` started with `stderr=subprocess.PIPE`.
+        ready: a callable returning True once the process reached the moment to kill it.
+        timeout: seconds to wait for that moment.
+        what: the moment, for the failure message.
+        poll: seconds between checks.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, f"the run did not reach {what}"
+            time.sleep(poll)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL

@@ -475,6 +475,17 @@ def assert_same(read, written):
     np.testing.assert_array_equal(read, written)
 
 
+def tiff_write_verdict(array, rank):
+    """What writing `array` as TIFF pages of `rank` axes (2 for an image, 3 for a stack,
+    a trailing channel allowed) must do, and the array it stores."""
+    stored = squeeze_channel(array, rank + 1)
+    if array.ndim not in (rank, rank + 1):
+        return REFUSE, stored
+    if not array.size or (array.dtype == np.bool_ and stored.ndim == rank + 1):
+        return EITHER, stored  # nothing to store; a bilevel TIFF page has no channels
+    return ACCEPT, stored
+
+
 @IO_SETTINGS
 @given(image=hostile_arrays(st.one_of(any_shapes(), any_shapes(2, 3))),
        suffix=st.sampled_from((".tif", ".tiff", ".TIF")))
@@ -483,14 +494,8 @@ def assert_same(read, written):
 @example(image=np.zeros((1, 0), bool), suffix=".tif")
 def test_tiff_images_round_trip_exactly_or_are_refused(folder, image, suffix):
     path = fresh_path(folder, suffix)
-    stored = squeeze_channel(image, 3)
+    verdict, stored = tiff_write_verdict(image, 2)
     colour = stored.ndim == 3
-    if image.ndim not in (2, 3):
-        verdict = REFUSE
-    elif not image.size or (image.dtype == np.bool_ and colour):
-        verdict = EITHER  # nothing to store; a bilevel TIFF page has no channels
-    else:
-        verdict = ACCEPT
     if check_contract(verdict, lambda: io.write_image(path, image), lambda p: None) is None:
         return
     # What was written reads back exactly (an empty file may be refused instead).
@@ -569,14 +574,8 @@ def test_stacks_round_trip_exactly_or_are_refused(folder, images):
                        planes, scaled(images if images.ndim == 3 else images[None])))
     # A multi-page TIFF.
     path = fresh_path(folder, ".tif")
-    stored = squeeze_channel(images, 4)
+    verdict, stored = tiff_write_verdict(images, 3)
     colour = stored.ndim == 4
-    if images.ndim not in (3, 4):
-        verdict = REFUSE
-    elif not images.size or (images.dtype == np.bool_ and colour):
-        verdict = EITHER  # nothing to store; a bilevel TIFF page has no channels
-    else:
-        verdict = ACCEPT
     if check_contract(verdict, lambda: io.write_stack(path, images), lambda p: None) is None:
         return
     readable = ACCEPT if images.size else EITHER

@@ -16,15 +16,15 @@ import csv
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import h5py
 import keras
 import numpy as np
 import pytest
+
+from tests.conftest import kill_when
 
 BACKEND = keras.backend.backend()
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -65,7 +65,7 @@ if keras.backend.backend() == "tensorflow":
     import tensorflow as tf
 
     tf.config.run_functions_eagerly(True)
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, os.path.dirname({tests!r})]
 import test_recipes as t
 
 marker, a, b = sys.argv[1:]
@@ -162,19 +162,7 @@ def killed(tmp_path_factory):
                OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     proc = subprocess.Popen([sys.executable, "-c", code, marker, a, b], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 600
-    try:
-        while not os.path.exists(marker):
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the runs did not reach their stops"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(proc, lambda: os.path.exists(marker), 600, "their stops")
     return a, b
 
 

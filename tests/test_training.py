@@ -9,10 +9,8 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -22,6 +20,7 @@ import tifffile
 import keras_cvdm
 from keras_cvdm import cli, training
 from keras_cvdm.data import QPIDataset, QPINormalization, SRNormalization, qpi_test_set
+from tests.conftest import kill_when
 
 BACKEND = keras.backend.backend()
 HAS_TENSORBOARD = all(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboard"))
@@ -251,19 +250,8 @@ def test_kill_9_and_rerun_resumes_with_every_epoch_once(tmp_path, capsys):
     proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     history_file = os.path.join(out, "history.csv")
-    deadline = time.monotonic() + 300
-    try:
-        while not (os.path.exists(history_file) and len(epochs_of(out)) >= 2):
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the run did not reach epoch 1"
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(proc, lambda: os.path.exists(history_file) and len(epochs_of(out)) >= 2, 300,
+              "epoch 1", poll=0.1)
     assert epochs_of(out) == [0, 1]
     with open(os.path.join(out, "backup", "training_metadata.json")) as f:
         assert json.load(f)["epoch"] == 1  # epoch 1 was lost with the kill

@@ -2,11 +2,10 @@
 
 import jax
 import jax.numpy as jnp
-import keras
 from keras import StatelessScope
 from keras.utils import unpack_x_y_sample_weight
 
-from keras_cvdm.numerics import update_is_finite
+from keras_cvdm.numerics import skips_non_finite_itself, update_is_finite
 
 
 def _stateless(model, mapping, fn):
@@ -59,7 +58,7 @@ class CVDMTrainer:
         # A non-finite loss or gradient keeps the old weights and optimizer state (a
         # loss-scale optimizer skips such a step itself and lowers its scale).
         finite = update_is_finite(self.optimizer, total, grads)
-        keep = finite | isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        keep = finite | skips_non_finite_itself(self.optimizer)
         trainable = [jnp.where(keep, new, old) for new, old in zip(new_trainable, trainable)]
         optimizer_variables = [
             jnp.where(keep, new, old)

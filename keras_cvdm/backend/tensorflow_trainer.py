@@ -1,10 +1,9 @@
 """TensorFlow training step: `tf.GradientTape` around the shared loss."""
 
-import keras
 import tensorflow as tf
 from keras.utils import unpack_x_y_sample_weight
 
-from keras_cvdm.numerics import update_is_finite
+from keras_cvdm.numerics import skips_non_finite_itself, update_is_finite
 
 
 def _apply_if_finite(optimizer, total, grads, variables):
@@ -24,9 +23,7 @@ def _apply_if_finite(optimizer, total, grads, variables):
     if replicas > 1:
         bad = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~finite, "float32"))
         finite = tf.equal(bad, 0.0)
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        # It skips a non-finite step itself and lowers its loss scale; keeping the
-        # step from it would keep the scale too high for ever.
+    if skips_non_finite_itself(optimizer):
         optimizer.apply(grads, variables)
     elif context is None or tf.__internal__.distribute.strategy_supports_no_merge_call():
         tf.cond(finite, lambda: optimizer.apply(grads, variables), lambda: None)

@@ -1,11 +1,10 @@
 """PyTorch training step: autograd on the shared loss."""
 
-import keras
 import torch
 from keras import ops
 from keras.utils import unpack_x_y_sample_weight
 
-from keras_cvdm.numerics import update_is_finite
+from keras_cvdm.numerics import skips_non_finite_itself, update_is_finite
 
 
 class CVDMTrainer:
@@ -20,7 +19,7 @@ class CVDMTrainer:
             # A non-finite loss or gradient leaves weights and optimizer state untouched
             # (a loss-scale optimizer skips such a step itself and lowers its scale).
             finite = update_is_finite(self.optimizer, total, grads)
-            if bool(finite) or isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            if bool(finite) or skips_non_finite_itself(self.optimizer):
                 self.optimizer.apply(grads, variables)
         skipped = 1.0 - ops.cast(finite, "float32")
         return self._update_trackers(total, terms, skipped)
