@@ -8,6 +8,7 @@ super-resolution microscopy), with per-pixel uncertainty from posterior samples.
 from keras_cvdm import (
     _backend_check,  # noqa: F401  (first: a clear error, not a traceback)
     data,
+    distribute,
     io,
     layers,
     losses,
@@ -30,6 +31,7 @@ __all__ = [
     "LinearSchedule",
     "__version__",
     "data",
+    "distribute",
     "from_preset",
     "io",
     "layers",

@@ -8,7 +8,7 @@ import numpy as np
 from keras import ops
 
 from keras_cvdm import losses, metrics, sampling, schedules, validation
-from keras_cvdm.backend import CVDMTrainer, make_sampler
+from keras_cvdm.backend import CVDMTrainer, distribution, make_sampler
 from keras_cvdm.layers.conv_net import ConvNet
 from keras_cvdm.layers.unet import UNetDenoiser
 
@@ -369,9 +369,9 @@ class CVDM(CVDMTrainer, keras.Model):
         batch = ops.shape(y)[0]
         target = self.diffusion_target(x, y)
         if t is None:
-            t = keras.random.uniform((batch,), seed=self.seed_generator)
+            t = self._draw(keras.random.uniform, (batch,))
         if eps is None:
-            eps = keras.random.normal(ops.shape(target), seed=self.seed_generator)
+            eps = self._draw(keras.random.normal, ops.shape(target))
         t = ops.cast(t, "float32")
         eps = ops.cast(eps, "float32")
 
@@ -397,6 +397,19 @@ class CVDM(CVDMTrainer, keras.Model):
             terms["mean_loss"] = ops.mean(ops.square(mean - y))
             total = total + self.mean_weight * terms["mean_loss"]
         return total, terms
+
+    def _draw(self, draw, shape):
+        """A training draw (times or noise) from the model's seed generator.
+
+        Under a `tf.distribute` strategy every replica holds a contiguous part of the
+        global batch and the same generator state: each draws for the whole global
+        batch and keeps its own rows, so the replicas' draws are the rows one device
+        would draw, not copies of each other. Elsewhere it is one plain draw.
+        """
+        index, count = distribution.replica_share()
+        if count == 1:
+            return draw(shape, seed=self.seed_generator)
+        return ops.take(draw((count,) + tuple(shape), seed=self.seed_generator), index, axis=0)
 
     # ------------------------------------------------------------------ sampling
 

@@ -82,3 +82,45 @@ def skips_non_finite_itself(optimizer) -> bool:
     back from it would keep the scale too high for ever.
     """
     return isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def clips_gradients(optimizer) -> bool:
+    """True when the optimizer clips its gradients (`clipnorm`, `global_clipnorm`, `clipvalue`)."""
+    return any(
+        (getattr(optimizer, name, None) or 0) > 0
+        for name in ("clipnorm", "global_clipnorm", "clipvalue")
+    )
+
+
+def clip_gradients(optimizer, grads):
+    """The clipping the optimizer is set up for, applied to `grads` (None entries kept).
+
+    The same rule as a Keras optimizer's own: `clipnorm` per tensor, else
+    `global_clipnorm` over all of them, else `clipvalue` elementwise. The TensorFlow
+    training step uses it under `tf.distribute`, where a Keras optimizer would clip each
+    replica's share of the gradient rather than the sum.
+
+    Examples:
+        >>> opt = keras.optimizers.SGD(global_clipnorm=1.0)
+        >>> g = clip_gradients(opt, [ops.convert_to_tensor([3.0]), ops.convert_to_tensor([4.0])])
+        >>> [round(float(ops.convert_to_numpy(v)[0]), 6) for v in g]  # norm 5 → 1
+        [0.6, 0.8]
+    """
+
+    def norm(values):
+        return ops.sqrt(sum(ops.sum(ops.square(v)) for v in values if v is not None))
+
+    def scaled(values, limit):
+        # A finite norm above the limit scales down; a NaN/Inf norm stays NaN (the
+        # NaN guard then skips the step), as in Keras.
+        n = norm(values)
+        return [None if v is None else v * ops.minimum(1.0, limit / n) for v in values]
+
+    if (optimizer.clipnorm or 0) > 0:
+        return [None if g is None else scaled([g], optimizer.clipnorm)[0] for g in grads]
+    if (optimizer.global_clipnorm or 0) > 0:
+        return scaled(grads, optimizer.global_clipnorm)
+    if (optimizer.clipvalue or 0) > 0:
+        v = optimizer.clipvalue
+        return [None if g is None else ops.clip(g, -v, v) for g in grads]
+    return list(grads)

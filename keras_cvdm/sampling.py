@@ -323,7 +323,9 @@ def draw_samples(model, x: np.ndarray, num_samples: int, num_steps: int, sampler
     give the same samples on every backend) and the stochastic samplers' per-step noise
     comes from the backend's counter-based generator, keyed per pair. The samples do not
     depend on `batch_size` or on the other inputs, up to floating-point rounding of the
-    denoiser at different batch sizes.
+    denoiser at different batch sizes. Under a multi-device distribution
+    (`keras_cvdm.distribute`) each call's pairs are split over the devices, which is
+    why the samples are the same as on one device.
 
     Args:
         model: a built `CVDM`.
@@ -347,21 +349,34 @@ def draw_samples(model, x: np.ndarray, num_samples: int, num_steps: int, sampler
         >>> draw_samples(model, x, 3, 2, "ddim", True, batch_size=4, seed=0).shape
         (2, 3, 6, 6, 1)
     """
+    from keras_cvdm.backend import distribution  # the backend's samplers import this module
+
     n, height, width = x.shape[:3]
     pairs = np.repeat(pad_to_multiple(x, model.downsampling_factor), num_samples, axis=0)
     run = model.compiled_sampler(num_steps, sampler, clip)
+    shards = distribution.sampling_shards()
     starts = range(0, len(pairs), batch_size)
     bar = keras.utils.Progbar(len(starts), verbose=0 if verbose == 0 else 1)
     outputs = []
     for b, start in enumerate(starts):
         xb = pairs[start : start + batch_size]
+        rows = len(xb)
         z_init, keys = pair_noise(
-            seed, [divmod(p, num_samples) for p in range(start, start + len(xb))],
+            seed, [divmod(p, num_samples) for p in range(start, start + rows)],
             xb.shape[1:-1] + (model.target_channels,),
         )
+        # Under a distribution the rows are split over its devices: fill the last part
+        # with copies of the last row (dropped after), so every device gets as many.
+        xb, z_init, keys = (_fill_rows(a, shards) for a in (xb, z_init, keys))
         xb = ops.convert_to_tensor(xb, "float32")
         d = run(xb, ops.convert_to_tensor(z_init), ops.convert_to_tensor(keys, "int32"))
-        outputs.append(ops.convert_to_numpy(model.target_from_diffusion(xb, d)))
+        outputs.append(ops.convert_to_numpy(model.target_from_diffusion(xb, d))[:rows])
         bar.update(b + 1)
     out = np.concatenate(outputs)[:, :height, :width]
     return out.reshape((n, num_samples) + out.shape[1:])
+
+
+def _fill_rows(a: np.ndarray, multiple: int) -> np.ndarray:
+    """`a` with its last row repeated until its length is a multiple of `multiple`."""
+    extra = -len(a) % multiple
+    return np.concatenate([a, np.repeat(a[-1:], extra, axis=0)]) if extra else a

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 from keras import StatelessScope
 
+from keras_cvdm.backend.jax_distribution import place
 from keras_cvdm.sampling import reverse_diffusion
 
 
@@ -12,7 +13,9 @@ def make_sampler(model, num_steps, sampler, clip):
 
     `keys` are int32 `(B, 2)`, one threefry key per row (`keras_cvdm.sampling.pair_noise`);
     row `r`'s noise at step `k` is drawn from `fold_in(keys[r], k)`, so it depends on that
-    row's key and `k` only.
+    row's key and `k` only. Under a `keras.distribution` the rows are split over the
+    devices of its batch axis (and the weights laid out as it says): the same samples,
+    computed in parts.
     """
     variables = model.trainable_variables + model.non_trainable_variables
 
@@ -32,6 +35,7 @@ def make_sampler(model, num_steps, sampler, clip):
             return reverse_diffusion(model, x, z_init, num_steps, sampler, clip, noise_fn)
 
     def fn(x, z_init, keys):
-        return run([v.value for v in variables], x, z_init, keys)
+        values, arrays = place(variables, [v.value for v in variables], [x, z_init, keys])
+        return run(values, *arrays)
 
     return fn

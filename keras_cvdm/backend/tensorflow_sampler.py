@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from keras_cvdm.backend.tensorflow_distribution import run_sharded
 from keras_cvdm.sampling import reverse_diffusion
 
 
@@ -16,10 +17,13 @@ def make_sampler(model, num_steps, sampler, clip, jit_compile=False):
     it against the default graph mode). The deterministic samplers give the same result
     either way; XLA draws the stochastic samplers' per-step noise with its own generator,
     so their samples for a seed differ from graph mode's (same distribution).
+
+    Under a `tf.distribute` strategy the rows are split evenly over its replicas and
+    gathered back in order: the same samples, computed in parts.
     """
 
     @tf.function(reduce_retracing=True, jit_compile=jit_compile)
-    def fn(x, z_init, keys):
+    def loop(x, z_init, keys):
         shape = tf.concat([tf.shape(x)[1:-1], [model.target_channels]], axis=0)
         row_keys = tf.bitcast(tf.cast(keys, tf.int32), tf.int64)  # (B,): both words
 
@@ -32,5 +36,8 @@ def make_sampler(model, num_steps, sampler, clip, jit_compile=False):
             )
 
         return reverse_diffusion(model, x, z_init, num_steps, sampler, clip, noise_fn)
+
+    def fn(x, z_init, keys):
+        return run_sharded(loop, x, z_init, keys)
 
     return fn
