@@ -198,9 +198,23 @@ def _train(args):
     handler = logging.StreamHandler(sys.stdout)
     training.logger.addHandler(handler)
     training.logger.setLevel(logging.INFO)
+    if args.num_processes > 1 or args.job_addresses:
+        from keras_cvdm import distribute
+
+        if args.distribute is None:
+            raise ValueError(
+                "--num-processes / --job-addresses start a multi-process run: add "
+                "--distribute data-parallel."
+            )
+        if not args.job_addresses:
+            raise ValueError(
+                "A multi-process run needs --job-addresses (host:port of process 0 on JAX; "
+                "every process's host:port, comma-separated, on TensorFlow)."
+            )
+        distribute.initialize(args.job_addresses, args.num_processes, args.process_id)
     try:
         folder = training.train(
-            args.output, task=args.task, data=args.data, epochs=args.epochs,
+            args.output, distribute=args.distribute, task=args.task, data=args.data, epochs=args.epochs,
             steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
             image_size=args.image_size, seed=args.seed, learning_rate=args.learning_rate,
             from_preset=args.from_preset, widths=args.widths, tensorboard=args.tensorboard,
@@ -350,6 +364,16 @@ def main(argv: list[str] | None = None) -> None:
                        help="also log to OUTPUT/logs for TensorBoard")
     train.add_argument("--preview-every", type=NON_NEGATIVE, default=1,
                        help="write a preview PNG every N epochs (0: never)")
+    train.add_argument("--distribute", choices=("data-parallel",), default=None,
+                       help="train on every device (JAX keras.distribution, TensorFlow "
+                            "tf.distribute); the same result as one device")
+    train.add_argument("--job-addresses", default=None,
+                       help="multi-process run: host:port of process 0 (JAX) or of every "
+                            "process, comma-separated (TensorFlow)")
+    train.add_argument("--num-processes", type=POSITIVE, default=1,
+                       help="processes in a multi-process run")
+    train.add_argument("--process-id", type=NON_NEGATIVE, default=0,
+                       help="this process's index in a multi-process run")
     train.add_argument("--overwrite", action="store_true",
                        help="discard an earlier run in OUTPUT and start again")
 

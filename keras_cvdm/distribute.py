@@ -170,3 +170,42 @@ def process_rows(x, y, batch_size):
          for start in range(0, len(x), batch_size)]
     )
     return x[rows], y[rows], local
+
+
+class ProcessPart(keras.utils.PyDataset):
+    """A dataset of global batches, as this process must feed it in a multi-process run.
+
+    Item `i` is this process's contiguous rows of the wrapped dataset's batch `i` (JAX
+    with several processes); elsewhere the whole batch. Epoch hooks go to the wrapped
+    dataset, so its per-epoch resampling is unchanged.
+
+    Args:
+        dataset: a `keras.utils.PyDataset` yielding `(x, y)` global batches whose size is
+            a multiple of the number of processes.
+    """
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        x, y = self.dataset[index][:2]
+        part, count = _engine.feed_share()
+        if count == 1:
+            return x, y
+        if len(x) % count:
+            raise ValueError(
+                f"A global batch of {len(x)} cannot be split over {count} processes; use a "
+                f"batch size that is a multiple of {count}."
+            )
+        rows = slice(part * len(x) // count, (part + 1) * len(x) // count)
+        return x[rows], y[rows]
+
+    def on_epoch_begin(self):
+        self.dataset.on_epoch_begin()
+
+    def on_epoch_end(self):
+        self.dataset.on_epoch_end()

@@ -102,6 +102,7 @@ def devices():
             np.abs(samples(model_two)[name] - split_built_inside[name]).max()
         )
         result[f"sample_scale_{name}"] = float(np.abs(ref[name]).max())
+    result["cli"] = {kind: cli_final_loss(kind) for kind in (None, "data-parallel")}
     if BACKEND == "jax":
         mp, w_mp, model_mp = train(lambda: distribute.model_parallel(2))
         result["model_parallel"] = mp
@@ -112,6 +113,22 @@ def devices():
                    and not v.value.sharding.is_fully_replicated]
         result["model_parallel_sharded_weights"] = len(sharded)
     return result
+
+
+def cli_final_loss(kind):
+    """`keras-cvdm train` (tiny SR run) on one device or with --distribute data-parallel."""
+    import tempfile
+
+    from keras_cvdm import cli
+
+    output = os.path.join(tempfile.mkdtemp(), "run")
+    argv = ["train", "--task", "sr", "--output", output, "--epochs", "1",
+            "--steps-per-epoch", "2", "--batch-size", "4", "--image-size", "16",
+            "--widths", "8,16", "--preview-every", "0"]
+    cli.main(argv + (["--distribute", kind] if kind else []))
+    with open(os.path.join(output, "preset", "metadata.json")) as f:
+        training = json.load(f)["training"]
+    return {"final_loss": training["final_loss"], "distribute": training["distribute"]}
 
 
 def worker(addresses, num_processes, process_id):

@@ -40,8 +40,16 @@ def place(variables, values, arrays):
 
 
 def data_parallel(devices=None):
-    """The scope of `keras.distribution.DataParallel` over `devices` (default: all)."""
-    return keras.distribution.DataParallel(devices=devices).scope()
+    """The scope of `keras.distribution.DataParallel` over `devices` (default: all).
+
+    With several processes each one feeds its own rows of every global batch
+    (`keras_cvdm.distribute.process_rows` / `ProcessPart`), so Keras's own sharding of a
+    `tf.data` input is turned off: the data are already split.
+    """
+    distribution = keras.distribution.DataParallel(devices=devices)
+    if jax.process_count() > 1:
+        distribution.auto_shard_dataset = False
+    return distribution.scope()
 
 
 def initialize(job_addresses, num_processes, process_id):

@@ -43,6 +43,7 @@ import time
 
 import keras
 
+from keras_cvdm import distribute as keras_distribute
 from keras_cvdm import sampling, validation
 from keras_cvdm.data.normalization import (
     QPINormalization,
@@ -113,7 +114,8 @@ _DESCRIPTIONS = {
 
 def train(output, *, task=None, data=None, epochs=10, steps_per_epoch=50, batch_size=8,
           image_size=64, seed=0, learning_rate=1e-3, from_preset=None, widths=None,
-          tensorboard=False, preview_every=1, overwrite=False, verbose="auto") -> str:
+          tensorboard=False, preview_every=1, overwrite=False, verbose="auto",
+          distribute=None) -> str:
     """Train a CVDM and write output/preset/ (a preset folder); returns that folder's path.
 
     Data. Without `data`, batches are simulated by the task's simulator
@@ -166,6 +168,13 @@ def train(output, *, task=None, data=None, epochs=10, steps_per_epoch=50, batch_
             `tensorflow` and `tensorboard` packages, whatever the backend).
         preview_every (int): write a preview PNG every this many epochs (0: never).
         overwrite (bool): discard an earlier run in `output` and start again.
+        distribute (str | None): `"data-parallel"` trains on every device of the
+            backend's engine (`keras_cvdm.distribute.data_parallel`; JAX or TensorFlow),
+            with the same batches and the same result as one device up to rounding;
+            `batch_size` must be a multiple of the device count. In a multi-process run
+            (`keras_cvdm.distribute.initialize` first, in every process) each process
+            feeds its part of every batch; give each process its own `output` (the
+            presets they write are the same). None: one device.
         verbose (int | str): `model.fit`'s verbosity; `"auto"`: a progress bar on a
             terminal, one line per epoch otherwise; 0: silent. Unless 0, the run's
             messages (resumed, finished, preset written) go to the `logger` of this
@@ -191,6 +200,26 @@ def train(output, *, task=None, data=None, epochs=10, steps_per_epoch=50, batch_
         >>> keras_cvdm.from_preset(preset).metadata["training"]["epochs"]
         1
     """
+    if distribute not in (None, "data-parallel"):
+        raise ValueError(
+            f"`distribute` must be None or 'data-parallel', got {distribute!r}."
+        )
+    arguments = dict(
+        task=task, data=data, epochs=epochs, steps_per_epoch=steps_per_epoch,
+        batch_size=batch_size, image_size=image_size, seed=seed, learning_rate=learning_rate,
+        from_preset=from_preset, widths=widths, tensorboard=tensorboard,
+        preview_every=preview_every, overwrite=overwrite, verbose=verbose,
+    )
+    if distribute is None:
+        return _train(output, distribute=None, **arguments)
+    with keras_distribute.data_parallel():
+        return _train(output, distribute=distribute, **arguments)
+
+
+def _train(output, *, task, data, epochs, steps_per_epoch, batch_size, image_size, seed,
+           learning_rate, from_preset, widths, tensorboard, preview_every, overwrite, verbose,
+           distribute):
+    """`train`'s body, run inside the distribution's scope when there is one."""
     started = time.perf_counter()
     output = os.path.abspath(os.fspath(output))
     epochs = validation.check_int(epochs, "epochs", minimum=1)
@@ -365,7 +394,8 @@ def train(output, *, task=None, data=None, epochs=10, steps_per_epoch=50, batch_
     if done:
         _say(verbose, f"resuming from {backup}: {done} of {epochs} epochs done")
     try:
-        history = model.fit(dataset, epochs=epochs, callbacks=callbacks, shuffle=False,
+        fed = dataset if distribute is None else keras_distribute.ProcessPart(dataset)
+        history = model.fit(fed, epochs=epochs, callbacks=callbacks, shuffle=False,
                             verbose=verbose)
     except RuntimeError as error:
         if "NaN or Inf loss" not in str(error):
@@ -392,6 +422,7 @@ def train(output, *, task=None, data=None, epochs=10, steps_per_epoch=50, batch_
         "optimizer": {"name": "adam", "learning_rate": learning_rate,
                       "global_clipnorm": GLOBAL_CLIPNORM},
         "backend": keras.backend.backend(),
+        "distribute": distribute,
         "seconds": round(sum(float(r.get("seconds") or 0.0) for r in rows), 1),
         "dataset": description,
         "final_loss": None if final_loss is None else float(final_loss),
