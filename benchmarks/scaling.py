@@ -44,10 +44,10 @@ def measure(devices, size, batch, repeats):
 
     import keras
     import numpy as np
+    from report import median_seconds
 
     from keras_cvdm import CVDM, distribute
     from keras_cvdm.layers import UNetDenoiser
-    from report import median_seconds
 
     rng = np.random.default_rng(0)
     x = rng.random((batch, size, size, 2)).astype("float32")

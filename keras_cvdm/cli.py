@@ -214,7 +214,8 @@ def _train(args):
         distribute.initialize(args.job_addresses, args.num_processes, args.process_id)
     try:
         folder = training.train(
-            args.output, distribute=args.distribute, task=args.task, data=args.data, epochs=args.epochs,
+            args.output, distribute=args.distribute, task=args.task, data=args.data,
+            epochs=args.epochs,
             steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
             image_size=args.image_size, seed=args.seed, learning_rate=args.learning_rate,
             from_preset=args.from_preset, widths=args.widths, tensorboard=args.tensorboard,

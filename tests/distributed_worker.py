@@ -51,8 +51,13 @@ def new_model():
     return model
 
 
-def train(scope=None, rows=None):
+def train(scope=None, rows=None, poison=False):
     x, y = data()
+    if poison:
+        # A NaN in the last rows of the second batch: on two devices only the second
+        # one sees it, and both must skip the step.
+        y = y.copy()
+        y[12:16] = np.nan
     batch = BATCH
     if rows is not None:
         x, y, batch = rows(x, y, batch)
@@ -102,6 +107,12 @@ def devices():
             np.abs(samples(model_two)[name] - split_built_inside[name]).max()
         )
         result[f"sample_scale_{name}"] = float(np.abs(ref[name]).max())
+    for name, scope in (("one_device", None), ("data_parallel", distribute.data_parallel)):
+        history, weights, _ = train(scope, poison=True)
+        result[f"nan_{name}"] = {"skipped_updates": history["skipped_updates"],
+                                 "loss": history["loss"],
+                                 "finite": bool(all(np.isfinite(w).all() for w in weights)),
+                                 "weight_sum": float(sum(np.abs(w).sum() for w in weights))}
     result["cli"] = {kind: cli_final_loss(kind) for kind in (None, "data-parallel")}
     if BACKEND == "jax":
         mp, w_mp, model_mp = train(lambda: distribute.model_parallel(2))

@@ -68,6 +68,19 @@ def test_two_device_training_matches_one_device(devices_run):
     assert two["skipped_updates"] == [0.0, 0.0]
 
 
+def test_a_nan_on_one_device_skips_the_step_on_every_device(devices_run):
+    if BACKEND not in ENGINES:
+        with pytest.raises(NotImplementedError):
+            distribute.data_parallel()
+        return
+    one, two = devices_run["nan_one_device"], devices_run["nan_data_parallel"]
+    assert one["skipped_updates"] == [1.0, 1.0]  # one bad batch in each of 2 epochs
+    assert two["skipped_updates"] == [1.0, 1.0]
+    assert two["finite"] and np.all(np.isfinite(two["loss"]))
+    assert relative(two["loss"], one["loss"]) <= 1e-4
+    assert two["weight_sum"] == pytest.approx(one["weight_sum"], rel=1e-5)
+
+
 def test_cli_train_distribute_matches_one_device(devices_run, tmp_path):
     if BACKEND not in ENGINES:
         from keras_cvdm import cli
@@ -88,7 +101,8 @@ def test_model_parallel_splits_weights_and_matches_one_device(devices_run):
             distribute.model_parallel(2)
         return
     assert devices_run["model_parallel_sharded_weights"] > 10
-    assert relative(devices_run["model_parallel"]["loss"], devices_run["one_device"]["loss"]) <= 1e-4
+    one = devices_run["one_device"]["loss"]
+    assert relative(devices_run["model_parallel"]["loss"], one) <= 1e-4
     assert devices_run["model_parallel_weight_difference"] <= 1e-4 * devices_run["weight_scale"]
 
 
@@ -169,3 +183,26 @@ def test_model_parallel_refuses_a_split_that_does_not_divide():
         return
     with pytest.raises(ValueError, match="must divide"):
         distribute.model_parallel(3, devices=keras.distribution.list_devices() * 2)
+
+
+@pytest.mark.parametrize(
+    "setting", [{"clipnorm": 0.5}, {"global_clipnorm": 0.5}, {"clipvalue": 0.1}, {}]
+)
+def test_global_clip_is_the_optimizers_own_rule(setting):
+    # The TensorFlow step clips the summed gradient itself under tf.distribute; it must
+    # be the rule the optimizer applies on one device.
+    from keras import ops
+
+    from keras_cvdm import numerics
+
+    rng = np.random.default_rng(0)
+    grads = [ops.convert_to_tensor(rng.normal(size=s).astype("float32")) for s in ((3, 4), (5,))]
+    optimizer = keras.optimizers.SGD(**setting)
+    assert numerics.clips_gradients(optimizer) == bool(setting)
+    ours = numerics.clip_gradients(optimizer, grads)
+    theirs = optimizer._clip_gradients(grads)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(ops.convert_to_numpy(a), ops.convert_to_numpy(b), rtol=1e-6)
+    if "global_clipnorm" in setting:
+        total = np.sqrt(sum(float(np.sum(ops.convert_to_numpy(g) ** 2)) for g in ours))
+        assert total == pytest.approx(0.5, rel=1e-5)
