@@ -41,6 +41,19 @@ def data():
     return x, y
 
 
+class Batches(keras.utils.PyDataset):
+    def __init__(self, x, y, batch):
+        super().__init__()
+        self.x, self.y, self.batch = x, y, batch
+
+    def __len__(self):
+        return len(self.x) // self.batch
+
+    def __getitem__(self, i):
+        rows = slice(i * self.batch, (i + 1) * self.batch)
+        return self.x[rows], self.y[rows]
+
+
 def new_model():
     keras.utils.set_random_seed(0)
     model = CVDM(denoiser=UNetDenoiser(1, widths=(8, 16)), seed=0)
@@ -61,13 +74,16 @@ def train(scope=None, rows=None, poison=False):
     batch = BATCH
     if rows is not None:
         x, y, batch = rows(x, y, batch)
+    # A NaN is refused up front in arrays; streamed, it reaches the training step.
+    fed = (Batches(x, y, batch),) if poison else (x, y)
+    kwargs = {} if poison else {"batch_size": batch}
     if scope is None:
         model = new_model()
-        history = model.fit(x, y, batch_size=batch, epochs=EPOCHS, shuffle=False, verbose=0)
+        history = model.fit(*fed, epochs=EPOCHS, shuffle=False, verbose=0, **kwargs)
     else:
         with scope():
             model = new_model()
-            history = model.fit(x, y, batch_size=batch, epochs=EPOCHS, shuffle=False, verbose=0)
+            history = model.fit(*fed, epochs=EPOCHS, shuffle=False, verbose=0, **kwargs)
     weights = [np.asarray(w) for w in model.get_weights()]
     return history.history, weights, model
 

@@ -206,3 +206,16 @@ def test_global_clip_is_the_optimizers_own_rule(setting):
     if "global_clipnorm" in setting:
         total = np.sqrt(sum(float(np.sum(ops.convert_to_numpy(g) ** 2)) for g in ours))
         assert total == pytest.approx(0.5, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [(["--num-processes", "2", "--job-addresses", "127.0.0.1:1"], "add --distribute"),
+     (["--num-processes", "2", "--distribute", "data-parallel"], "needs --job-addresses")],
+)
+def test_cli_multi_process_flags_need_each_other(tmp_path, flags, match):
+    from keras_cvdm import cli
+
+    with pytest.raises(SystemExit, match=match):
+        cli.main(["train", "--task", "sr", "--output", str(tmp_path / "run"), *flags])
+    assert not (tmp_path / "run").exists()

@@ -25,11 +25,15 @@ def sampling_shards() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
-def run_sharded(fn, *arrays):
-    """`fn(*arrays)` with the rows split evenly over the replicas, gathered in order."""
+def run_sharded(fn, model, *arrays):
+    """`fn(*arrays)` with the rows split evenly over the replicas, gathered in order.
+
+    Only for a model whose weights were created in the active strategy's scope (mirrored
+    on its devices); a model built outside it runs on its own device, as before.
+    """
     strategy = tf.distribute.get_strategy()
     shards = strategy.num_replicas_in_sync
-    if shards == 1:
+    if shards == 1 or not strategy.extended.variable_created_in_scope(model.weights[0].value):
         return fn(*arrays)
     rows = int(arrays[0].shape[0]) // shards
 

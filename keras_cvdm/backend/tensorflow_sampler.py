@@ -18,8 +18,9 @@ def make_sampler(model, num_steps, sampler, clip, jit_compile=False):
     either way; XLA draws the stochastic samplers' per-step noise with its own generator,
     so their samples for a seed differ from graph mode's (same distribution).
 
-    Under a `tf.distribute` strategy the rows are split evenly over its replicas and
-    gathered back in order: the same samples, computed in parts.
+    Under a `tf.distribute` strategy, for a model built (or loaded) in its scope, the
+    rows are split evenly over its replicas and gathered back in order: the same
+    samples, computed in parts.
     """
 
     @tf.function(reduce_retracing=True, jit_compile=jit_compile)
@@ -38,6 +39,6 @@ def make_sampler(model, num_steps, sampler, clip, jit_compile=False):
         return reverse_diffusion(model, x, z_init, num_steps, sampler, clip, noise_fn)
 
     def fn(x, z_init, keys):
-        return run_sharded(loop, x, z_init, keys)
+        return run_sharded(loop, model, x, z_init, keys)
 
     return fn

@@ -20,8 +20,8 @@ def _apply_if_finite(optimizer, total, grads, variables):
     in the cross-replica context where the optimizer's own synchronisation is allowed.
 
     Returns:
-        1.0 if the update was skipped, else 0.0 (the same on every replica: Keras
-        averages the replicas' logs).
+        1.0 if the update was skipped, else 0.0, divided by the number of replicas (the
+        step counter is a sum over replicas: its value is read summed across them).
     """
     finite = update_is_finite(optimizer, total, grads)
     context = tf.distribute.get_replica_context()
@@ -43,7 +43,7 @@ def _apply_if_finite(optimizer, total, grads, variables):
             tf.cond(finite, apply, lambda: None)
 
         context.merge_call(cross_replica, args=(finite, grads))
-    return 1.0 - tf.cast(finite, "float32")
+    return (1.0 - tf.cast(finite, "float32")) / replicas
 
 
 def _clip_global_gradient(optimizer, grads, count):
