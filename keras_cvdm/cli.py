@@ -198,13 +198,13 @@ def _train(args):
     handler = logging.StreamHandler(sys.stdout)
     training.logger.addHandler(handler)
     training.logger.setLevel(logging.INFO)
-    if args.num_processes > 1 or args.job_addresses:
+    if args.num_processes > 1 or args.job_addresses or args.process_id:
         from keras_cvdm import distribute
 
         if args.distribute is None:
             raise ValueError(
-                "--num-processes / --job-addresses start a multi-process run: add "
-                "--distribute data-parallel."
+                "--num-processes / --job-addresses / --process-id start a multi-process "
+                "run: add --distribute data-parallel."
             )
         if not args.job_addresses:
             raise ValueError(

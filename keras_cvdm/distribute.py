@@ -46,6 +46,14 @@ def data_parallel(devices=None):
     return _engine.data_parallel(devices)
 
 
+def num_batch_shards() -> int:
+    """How many parts the active distribution splits a global batch into (1 without one).
+
+    A global batch size must be a multiple of it.
+    """
+    return _engine.training_shards()
+
+
 class ChannelParallel(keras.distribution.ModelParallel):
     """Model parallelism for convolutional networks: output channels split over devices.
 
@@ -96,7 +104,7 @@ def model_parallel(model_devices=2, devices=None):
         (len(devices) // model_devices, model_devices), ("batch", "model"), devices
     )
     layout = keras.distribution.LayoutMap(mesh)
-    return ChannelParallel(layout_map=layout, batch_dim_name="batch").scope()
+    return _engine.scope(ChannelParallel(layout_map=layout, batch_dim_name="batch"))
 
 
 def initialize(job_addresses, num_processes, process_id):

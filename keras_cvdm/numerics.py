@@ -111,10 +111,11 @@ def clip_gradients(optimizer, grads):
         return ops.sqrt(sum(ops.sum(ops.square(v)) for v in values if v is not None))
 
     def scaled(values, limit):
-        # A finite norm above the limit scales down; a NaN/Inf norm stays NaN (the
-        # NaN guard then skips the step), as in Keras.
+        # A finite norm above the limit scales down; a NaN or Inf norm makes the scale
+        # NaN (n − n), so the NaN guard skips the step, as in Keras.
         n = norm(values)
-        return [None if v is None else v * ops.minimum(1.0, limit / n) for v in values]
+        scale = ops.minimum(1.0, limit / n) + (n - n)
+        return [None if v is None else v * scale for v in values]
 
     if (optimizer.clipnorm or 0) > 0:
         return [None if g is None else scaled([g], optimizer.clipnorm)[0] for g in grads]

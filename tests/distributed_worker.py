@@ -160,8 +160,11 @@ def cli_final_loss(kind):
 
 def worker(addresses, num_processes, process_id):
     distribute.initialize(addresses, int(num_processes), int(process_id))
-    history, weights, _ = train(distribute.data_parallel, rows=distribute.process_rows)
-    return {"history": history, "weight_sum": float(sum(np.abs(w).sum() for w in weights))}
+    history, weights, model = train(distribute.data_parallel, rows=distribute.process_rows)
+    with distribute.data_parallel():
+        s = model.predict_samples(data()[0][:3], num_samples=2, num_steps=2, seed=1, verbose=0)
+    return {"history": history, "weight_sum": float(sum(np.abs(w).sum() for w in weights)),
+            "sample_sum": float(np.abs(s).sum()), "samples_finite": bool(np.isfinite(s).all())}
 
 
 if __name__ == "__main__":

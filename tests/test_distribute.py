@@ -148,6 +148,9 @@ def test_two_process_launch_matches_one_process(devices_run):
     for result in results:
         assert relative(result["history"]["loss"], one["loss"]) <= 1e-4
     assert results[0]["weight_sum"] == pytest.approx(results[1]["weight_sum"], rel=1e-6)
+    # Sampling in a multi-process run: every process gets the same, readable samples.
+    assert results[0]["samples_finite"] and results[1]["samples_finite"]
+    assert results[0]["sample_sum"] == pytest.approx(results[1]["sample_sum"], rel=1e-5)
 
 
 def test_process_rows_gives_each_process_its_part_of_every_global_batch(monkeypatch):
@@ -218,4 +221,18 @@ def test_cli_multi_process_flags_need_each_other(tmp_path, flags, match):
 
     with pytest.raises(SystemExit, match=match):
         cli.main(["train", "--task", "sr", "--output", str(tmp_path / "run"), *flags])
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_a_batch_that_does_not_split_over_the_devices(tmp_path, monkeypatch):
+    import contextlib
+
+    from keras_cvdm import training
+
+    monkeypatch.setattr(training.keras_distribute, "data_parallel", contextlib.nullcontext)
+    monkeypatch.setattr(training.keras_distribute, "num_batch_shards", lambda: 3)
+    with pytest.raises(ValueError, match=r"multiple of the 3 devices.*--batch-size 3"):
+        training.train(tmp_path / "run", task="sr", batch_size=4, distribute="data-parallel")
+    with pytest.raises(ValueError, match="distribute"):
+        training.train(tmp_path / "run", task="sr", distribute="model-parallel")
     assert not (tmp_path / "run").exists()

@@ -9,14 +9,22 @@ def replica_share():
     return 0, 1
 
 
-def sampling_shards() -> int:
-    """How many parts a sampling batch is split into: the batch axis of the distribution."""
+def training_shards() -> int:
+    """How many parts a global training batch is split into: the distribution's batch axis."""
     distribution = keras.distribution.distribution()
     if distribution is None:
         return 1
     mesh = distribution.device_mesh
     name = getattr(distribution, "batch_dim_name", mesh.axis_names[0])
     return int(mesh.shape[mesh.axis_names.index(name)])
+
+
+def sampling_shards() -> int:
+    """How many parts a sampling batch is split into: as training, on one process.
+
+    1 with several processes: each one samples its own call whole (see `place`).
+    """
+    return 1 if jax.process_count() > 1 else training_shards()
 
 
 def place(variables, values, arrays):
@@ -32,21 +40,30 @@ def place(variables, values, arrays):
         jax.device_put(value, distribution.get_variable_layout(v).backend_layout)
         for v, value in zip(variables, values)
     ]
+    mesh = distribution.device_mesh
     arrays = [
-        jax.device_put(a, distribution.get_data_layout(a.shape).backend_layout)
+        jax.device_put(a, (
+            distribution.get_data_layout(a.shape) if jax.process_count() == 1
+            # Across processes a split result could not be read back here: the batch
+            # is replicated (every process computes it whole, as one process would).
+            else keras.distribution.TensorLayout([None] * len(a.shape), mesh)
+        ).backend_layout)
         for a in arrays
     ]
     return values, arrays
 
 
 def data_parallel(devices=None):
-    """The scope of `keras.distribution.DataParallel` over `devices` (default: all).
+    """The scope of `keras.distribution.DataParallel` over `devices` (default: all)."""
+    return scope(keras.distribution.DataParallel(devices=devices))
 
-    With several processes each one feeds its own rows of every global batch
-    (`keras_cvdm.distribute.process_rows` / `ProcessPart`), so Keras's own sharding of a
-    `tf.data` input is turned off: the data are already split.
+
+def scope(distribution):
+    """`distribution.scope()`; with several processes Keras's own data sharding is off.
+
+    Each process feeds its own rows of every global batch
+    (`keras_cvdm.distribute.process_rows` / `ProcessPart`): the data are already split.
     """
-    distribution = keras.distribution.DataParallel(devices=devices)
     if jax.process_count() > 1:
         distribution.auto_shard_dataset = False
     return distribution.scope()

@@ -20,9 +20,12 @@ def replica_share():
     return context.replica_id_in_sync_group, context.num_replicas_in_sync
 
 
-def sampling_shards() -> int:
-    """How many parts a sampling batch is split into: the replicas of the active strategy."""
+def training_shards() -> int:
+    """How many parts a global batch is split into: the replicas of the active strategy."""
     return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+sampling_shards = training_shards
 
 
 def run_sharded(fn, model, *arrays):

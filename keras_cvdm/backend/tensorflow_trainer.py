@@ -61,13 +61,28 @@ def _clip_global_gradient(optimizer, grads, count):
     return [None if g is None else g / count for g in grads]
 
 
+def _clips_plain_gradients(optimizer):
+    """The optimizer clips the gradient it receives as it is (no loss scale to undo, no
+    accumulation over steps first): then the step can clip the global sum itself.
+    Otherwise Keras's own per-replica clip stays (README, Scaling)."""
+    return (
+        clips_gradients(optimizer)
+        and not skips_non_finite_itself(optimizer)
+        and not getattr(optimizer, "loss_scale_factor", None)
+        and not getattr(optimizer, "gradient_accumulation_steps", None)
+    )
+
+
 class CVDMTrainer:
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras builds an unbuilt model here from one batch, which under a strategy it
         # first reduces across replicas; MultiWorkerMirroredStrategy cannot reduce an
         # (x, y) tuple. A CVDM is always built from the first batch before `fit` and
         # `evaluate` get here, so no batch is needed (only the optimizer is built).
-        super()._maybe_symbolic_build()
+        if self.built and getattr(self, "_compile_metrics", None) is None:
+            super()._maybe_symbolic_build()
+        else:
+            super()._maybe_symbolic_build(iterator, data_batch)
 
     def train_step(self, data):
         x, y, _ = unpack_x_y_sample_weight(data)
@@ -78,9 +93,7 @@ class CVDMTrainer:
             scaled = self.optimizer.scale_loss(total / count if count > 1 else total)
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
-        if count > 1 and clips_gradients(self.optimizer) and not skips_non_finite_itself(
-            self.optimizer
-        ):
+        if count > 1 and _clips_plain_gradients(self.optimizer):
             grads = _clip_global_gradient(self.optimizer, grads, count)
         if not self.optimizer.built:
             self.optimizer.build(variables)

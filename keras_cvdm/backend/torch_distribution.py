@@ -15,8 +15,11 @@ def replica_share():
     return 0, 1
 
 
-def sampling_shards() -> int:
+def training_shards() -> int:
     return 1
+
+
+sampling_shards = training_shards
 
 
 def data_parallel(devices=None):

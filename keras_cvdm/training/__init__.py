@@ -213,6 +213,12 @@ def train(output, *, task=None, data=None, epochs=10, steps_per_epoch=50, batch_
     if distribute is None:
         return _train(output, distribute=None, **arguments)
     with keras_distribute.data_parallel():
+        shards = keras_distribute.num_batch_shards()
+        if validation.check_int(batch_size, "batch_size", minimum=1) % shards:
+            raise ValueError(
+                f"`batch_size` {batch_size} must be a multiple of the {shards} devices it is "
+                f"split over (--batch-size {max(shards, batch_size // shards * shards)})."
+            )
         return _train(output, distribute=distribute, **arguments)
 
 
