@@ -113,8 +113,9 @@ def main():
     if args.section == "scaling":
         lines.append(
             "\nOn this CPU the N devices are fake (JAX host devices, TensorFlow logical "
-            "CPUs) sharing the same cores, so no speed-up is possible: the rows show what "
-            "the engine's splitting and all-reduce cost. The scaling efficiency on real "
+            "CPUs) sharing the same cores, so the rows show the engine's splitting and "
+            "all-reduce overhead, not scaling (a gain at 2 devices only means both cores "
+            "were put to work at once). The scaling efficiency on real "
             "devices needs a multi-GPU machine (`--section scaling_gpu`): pending, no such "
             "machine was available.")
     write_section(args.section, "\n".join(lines), {"size": args.size, "batch": args.batch,
