@@ -236,3 +236,34 @@ def test_train_refuses_a_batch_that_does_not_split_over_the_devices(tmp_path, mo
     with pytest.raises(ValueError, match="distribute"):
         training.train(tmp_path / "run", task="sr", distribute="model-parallel")
     assert not (tmp_path / "run").exists()
+
+
+def test_process_part_serves_each_process_its_rows_of_each_batch(monkeypatch):
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.ends = 0
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            x = np.arange(6 * i, 6 * i + 6)[:, None]
+            return x, -x
+
+        def on_epoch_end(self):
+            self.ends += 1
+
+    inner = Batches()
+    for index in range(2):
+        monkeypatch.setattr(distribute._engine, "feed_share", lambda i=index: (i, 2))
+        part = distribute.ProcessPart(inner)
+        assert len(part) == 2
+        x, y = part[1]
+        assert x[:, 0].tolist() == list(range(6 + 3 * index, 9 + 3 * index))
+        assert np.array_equal(y, -x)
+    part.on_epoch_end()
+    assert inner.ends == 1  # the wrapped dataset still resamples per epoch
+    monkeypatch.setattr(distribute._engine, "feed_share", lambda: (0, 4))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        part[0]
