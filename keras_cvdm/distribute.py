@@ -163,21 +163,32 @@ def process_rows(x, y, batch_size):
         >>> process_rows(x, y, 4)[2]  # one process: unchanged
         4
     """
-    index, count = _engine.feed_share()
+    _, count = _engine.feed_share()
     if count == 1:
         return x, y, batch_size
-    if batch_size % count or len(x) % batch_size or len(x) != len(y):
+    if len(x) % batch_size or len(x) != len(y):
         raise ValueError(
-            f"In a run of {count} processes the global batch size ({batch_size}) must be a "
-            f"multiple of {count} and the number of examples ({len(x)}, {len(y)}) the same "
-            "for x and y and a multiple of the batch size."
+            f"In a run of {count} processes the number of examples ({len(x)}, {len(y)}) "
+            "must be the same for x and y and a multiple of the batch size "
+            f"({batch_size})."
+        )
+    own = _own_rows(batch_size)
+    rows = np.concatenate(
+        [np.arange(start, start + batch_size)[own] for start in range(0, len(x), batch_size)]
+    )
+    return x[rows], y[rows], own.stop - own.start
+
+
+def _own_rows(batch_size):
+    """The slice of a global batch of `batch_size` rows that this process feeds."""
+    part, count = _engine.feed_share()
+    if batch_size % count:
+        raise ValueError(
+            f"A global batch of {batch_size} cannot be split over {count} processes; use a "
+            f"batch size that is a multiple of {count}."
         )
     local = batch_size // count
-    rows = np.concatenate(
-        [np.arange(start + index * local, start + (index + 1) * local)
-         for start in range(0, len(x), batch_size)]
-    )
-    return x[rows], y[rows], local
+    return slice(part * local, (part + 1) * local)
 
 
 class ProcessPart(keras.utils.PyDataset):
@@ -201,15 +212,7 @@ class ProcessPart(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         x, y = self.dataset[index][:2]
-        part, count = _engine.feed_share()
-        if count == 1:
-            return x, y
-        if len(x) % count:
-            raise ValueError(
-                f"A global batch of {len(x)} cannot be split over {count} processes; use a "
-                f"batch size that is a multiple of {count}."
-            )
-        rows = slice(part * len(x) // count, (part + 1) * len(x) // count)
+        rows = _own_rows(len(x))
         return x[rows], y[rows]
 
     def on_epoch_begin(self):

@@ -10,6 +10,7 @@ each run is its own process. It prints one JSON line:
         one process of a multi-process `data_parallel` run: its training losses.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -77,13 +78,9 @@ def train(scope=None, rows=None, poison=False):
     # A NaN is refused up front in arrays; streamed, it reaches the training step.
     fed = (Batches(x, y, batch),) if poison else (x, y)
     kwargs = {} if poison else {"batch_size": batch}
-    if scope is None:
+    with (scope or contextlib.nullcontext)():
         model = new_model()
         history = model.fit(*fed, epochs=EPOCHS, shuffle=False, verbose=0, **kwargs)
-    else:
-        with scope():
-            model = new_model()
-            history = model.fit(*fed, epochs=EPOCHS, shuffle=False, verbose=0, **kwargs)
     weights = [np.asarray(w) for w in model.get_weights()]
     return history.history, weights, model
 
@@ -92,14 +89,10 @@ def samples(model, scope=None):
     x = data()[0][:5]
     out = {}
     for sampler in ("ancestral", "ddim"):
-        if scope is None:
-            s = model.predict_samples(x, num_samples=1, num_steps=3, sampler=sampler,
-                                      seed=7, batch_size=5, verbose=0)
-        else:
-            with scope():
-                s = model.predict_samples(x, num_samples=1, num_steps=3, sampler=sampler,
-                                          seed=7, batch_size=5, verbose=0)
-        out[sampler] = s
+        with (scope or contextlib.nullcontext)():
+            out[sampler] = model.predict_samples(x, num_samples=1, num_steps=3,
+                                                 sampler=sampler, seed=7, batch_size=5,
+                                                 verbose=0)
     return out
 
 

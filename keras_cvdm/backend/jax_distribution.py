@@ -76,7 +76,6 @@ def initialize(job_addresses, num_processes, process_id):
     )
 
 
-
 def feed_share():
     """`(index, count)`: this process feeds part `index` of `count` of each global batch.
 

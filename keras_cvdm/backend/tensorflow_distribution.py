@@ -80,7 +80,6 @@ def initialize(job_addresses, num_processes, process_id):
     )
 
 
-
 def feed_share():
     """`(0, 1)`: every worker feeds the whole global batch; `tf.distribute` shards it."""
     return 0, 1

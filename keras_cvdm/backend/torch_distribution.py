@@ -30,6 +30,5 @@ def initialize(job_addresses, num_processes, process_id):
     raise NotImplementedError(_LIMIT)
 
 
-
 def feed_share():
     return 0, 1
