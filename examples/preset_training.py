@@ -47,6 +47,8 @@ LOG_FILE = "log.csv"
 FINAL_WEIGHTS = "final.weights.h5"
 TRAINED_FILE = "trained.json"
 METRICS_FILE = "metrics.json"
+#: Runs whose simulated data exceeds this many bytes are simulated batch by batch.
+MAX_IN_MEMORY = 2 * 1024**3
 
 
 def parse_args(recipe, description, argv=None):
@@ -87,12 +89,18 @@ def set_threads(threads):
 
 def build_model(recipe):
     import keras_cvdm
-    from keras_cvdm.layers import UNetDenoiser, UNetRegressor
+    from keras_cvdm.layers import TIEMeanNetwork, UNetDenoiser, UNetRegressor
 
     m = recipe["model"]
     mean = m.get("mean_network")
     mean_network = None
-    if mean:
+    if mean and mean.get("type") == "tie":
+        mean_network = TIEMeanNetwork(
+            widths=tuple(mean["widths"]), regularizations=tuple(mean["regularizations"]),
+            phase_span=mean["phase_span"], embedding_dim=mean.get("embedding_dim", 32),
+            name="mean_network",
+        )
+    elif mean:
         mean_network = UNetRegressor(
             m["target_channels"], widths=tuple(mean["widths"]),
             embedding_dim=mean.get("embedding_dim", 32), name="mean_network",
@@ -164,7 +172,18 @@ def _in_memory(dataset, skip_batches):
             f"Cannot start at batch {skip_batches} of a dataset of {len(dataset)}: the "
             "backup and the recipe disagree; pass another --workdir."
         )
-    batches = [dataset[i] for i in range(skip_batches, len(dataset))]
+    first = dataset[skip_batches]
+    size = sum(a.nbytes for a in first) * (len(dataset) - skip_batches)
+    if size > MAX_IN_MEMORY:
+        # Too large to hold whole (whole 128² fields over thousands of steps): simulated
+        # batch by batch, in order, a few ahead of the training step.
+        def batches():
+            for i in range(skip_batches, len(dataset)):
+                yield dataset[i]
+
+        signature = tuple(tf.TensorSpec((None,) + a.shape[1:], a.dtype) for a in first)
+        return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(4)
+    batches = [first] + [dataset[i] for i in range(skip_batches + 1, len(dataset))]
     x = np.concatenate([b[0] for b in batches])
     y = np.concatenate([b[1] for b in batches])
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(dataset.batch_size)
@@ -298,5 +317,7 @@ def run(recipe, make_dataset, evaluate, args):
         script=f"examples/train_{recipe['script']}_preset.py",
     )
     metadata["validation"] = metrics
+    if "calibration" in metrics:  # a std factor fitted on validation data
+        metadata["calibration"] = metrics["calibration"]
     _write_preset_folder(model, args.output, metadata)
     print(f"preset written to {args.output}")

@@ -2,48 +2,63 @@
 
     KERAS_BACKEND=tensorflow python examples/train_qpi_preset.py --output my_qpi
 
-Two-shot QPI with the paper's optics (λ 0.521 µm, pixel 0.21 µm, ±1 µm defocus, phase
-0–3.5 rad, intensity noise std drawn per sample up to 0.2), trained on the package's
-simulated phantom mix. Each training example is a 64×64 window cut from a simulated
-128×128 field (the test images' size, so structures have the same scale in pixels; the
-window's borders see light propagated from outside it, as in a real camera crop).
+Two-shot QPI over a range of optics (wavelength 0.45–0.65 µm, pixel 0.15–0.35 µm,
+defocus 0.5–2 µm, each drawn per sample around the paper's λ 0.521 µm, pixel 0.21 µm,
+±1 µm), phase 0–3.5 rad, intensity noise std drawn per sample up to 0.2, trained on the
+package's simulated phantom mix as whole 128×128 fields (the test images' size), so
+the lowest spatial frequencies are seen.
 
-The model is a zero-mean CVDM: a U-Net regressor learns the conditional mean phase μ(x)
-(the Poisson-like inversion that TIE does with an FFT needs a wide receptive field), and
-the learned-schedule diffusion models the residual `y − μ(x)` (scaled by 1/0.1), which
-carries the uncertainty. Interrupted runs resume from `--workdir`.
+The model is a zero-mean CVDM whose mean network carries the physics
+(`keras_cvdm.layers.TIEMeanNetwork`): transport-of-intensity solves in `keras.ops` (FFT)
+at three regularisations, using the optics that the input's third channel carries,
+plus a U-Net's learned correction; the learned-schedule diffusion models the residual
+`y − μ(x)` (scaled by 1/0.1), which carries the uncertainty. After training, one factor
+for the posterior std is fitted on validation fields (not the test set) and stored in
+the preset (`metadata["calibration"]`). Interrupted runs resume from `--workdir`.
 """
 
 import numpy as np
 from preset_training import parse_args, run
 
+from keras_cvdm import evaluation, metrics, qpi
 from keras_cvdm import physics as optics
-from keras_cvdm.data import QPINormalization, qpi_dataset
-from keras_cvdm.evaluation import evaluate_qpi
+from keras_cvdm.calibration import fit_std_scale
+from keras_cvdm.data import QPINormalization, qpi_dataset, qpi_test_set
+from keras_cvdm.layers.tie_mean import DEFAULT_REGULARIZATIONS
+from keras_cvdm.metrics import align_phase
 from keras_cvdm.sampling import RECOMMENDED
+
+OPTICS_RANGE = {"wavelength_um": [0.45, 0.65], "pixel_size_um": [0.15, 0.35],
+                "defocus_um": [0.5, 2.0]}
+NORMALIZATION = QPINormalization(optics_channel=True)
 
 RECIPE = {
     "name": "qpi",
     "script": "qpi",
-    "seed": 1,
+    "seed": 2,
     "eval_images": 64,
-    "steps": 2500,
+    "steps": 3500,
     "steps_per_epoch": 50,
-    "batch_size": 8,
-    "image_size": 64,
+    "batch_size": 4,
+    "image_size": 128,
     "dataset": {"function": "keras_cvdm.data.qpi_dataset", "noise_std": [0.0, 0.2],
                 "mix": "default (QPI_DEFAULT_MIX)", "augment": True,
-                "resample_each_epoch": True, "field_size": 128, "crops_per_field": 2},
-    "model": {"target_channels": 1, "condition_channels": 2, "widths": [16, 32, 64],
+                "resample_each_epoch": True, "optics_range": OPTICS_RANGE},
+    "model": {"target_channels": 1, "condition_channels": 3, "widths": [16, 32, 64],
               "attention_levels": [], "embedding_dim": 32, "schedule": "learned",
-              "mean_network": {"widths": [32, 64, 96, 96]}, "target_scale": 0.1},
+              "mean_network": {"type": "tie", "widths": [32, 64, 96, 96],
+                               "regularizations": list(DEFAULT_REGULARIZATIONS),
+                               "phase_span": optics.PAPER_PHASE_MAX},
+              "target_scale": 0.1},
     "optimizer": {"name": "adam", "learning_rate": 1e-3, "final_lr_fraction": 0.05,
                   "global_clipnorm": 1.0, "ema_momentum": 0.995},
+    "calibration": {"images": 16, "noise_levels": [0.05, 0.1], "seed": 20_000},
     "metadata": {
         "task": "qpi",
         "description": "Two-shot quantitative phase imaging: phase (rad) from intensities "
-                       "at -dz and +dz, with per-pixel uncertainty.",
-        "input": "channels (I(-dz), I(+dz)), raw intensities, any unit",
+                       "at -dz and +dz, with per-pixel uncertainty, for a range of optics.",
+        "input": "channels (I(-dz), I(+dz)), raw intensities, any unit, and the optics "
+                 "code log(s / s_ref), s = wavelength * defocus / pixel_size^2",
         "output": "phase in radians (background near 0)",
         "phase_convention": "training phase maps span [0, 3.5] rad with their minimum (the "
                             "background) at 0 rad; intensities fix phase only up to a "
@@ -51,48 +66,67 @@ RECIPE = {
         "forward_model": {"wavelength_um": optics.PAPER_WAVELENGTH,
                           "pixel_size_um": optics.PAPER_PIXEL_SIZE,
                           "defocus_um": optics.PAPER_DEFOCUS,
+                          "optics_range": OPTICS_RANGE,
                           "phase_range_rad": [0.0, optics.PAPER_PHASE_MAX],
                           "noise_std_range": [0.0, 0.2],
                           "noise": "Gaussian, std = s · mean intensity, s ~ U(0, 0.2)"},
-        "normalization": QPINormalization().to_dict(),
+        "normalization": NORMALIZATION.to_dict(),
         "sampling": dict(RECOMMENDED),
     },
 }
 
 
-class RandomCrops:
-    """Batches of `crop`×`crop` windows, `per_field` cut at random from each simulated field."""
-
-    def __init__(self, fields, crop, per_field, seed):
-        self.fields, self.crop, self.per_field, self.seed = fields, crop, per_field, seed
-        self.batch_size = fields.batch_size * per_field
-
-    def __len__(self):
-        return len(self.fields)
-
-    def __getitem__(self, index):
-        x, y = self.fields[index]
-        rng = np.random.default_rng((self.seed, index))
-        rows = rng.integers(0, x.shape[1] - self.crop + 1, size=self.batch_size)
-        cols = rng.integers(0, x.shape[2] - self.crop + 1, size=self.batch_size)
-        source = np.repeat(np.arange(x.shape[0]), self.per_field)
-        window = [(i, slice(r, r + self.crop), slice(c, c + self.crop))
-                  for i, r, c in zip(source, rows, cols)]
-        return np.stack([x[w] for w in window]), np.stack([y[w] for w in window])
-
-
 def make_dataset(recipe, num_batches):
     data = recipe["dataset"]
-    fields = qpi_dataset(
-        batch_size=recipe["batch_size"] // data["crops_per_field"],
-        image_size=data["field_size"], num_batches=num_batches, seed=recipe["seed"],
-        noise_std=(0.0, 0.2), resample_each_epoch=True,
+    return qpi_dataset(
+        batch_size=recipe["batch_size"], image_size=recipe["image_size"],
+        num_batches=num_batches, seed=recipe["seed"], noise_std=tuple(data["noise_std"]),
+        resample_each_epoch=True, normalization=NORMALIZATION,
+        optics_range=data["optics_range"],
     )
-    return RandomCrops(fields, recipe["image_size"], data["crops_per_field"], recipe["seed"])
+
+
+#: Rows of the optics table: each changes one of the reference optics to an end of its
+#: trained range (µm), plus one corner that changes all three.
+OPTICS_ROWS = (
+    {},
+    {"wavelength": 0.45}, {"wavelength": 0.65},
+    {"pixel_size": 0.15}, {"pixel_size": 0.35},
+    {"defocus": 0.5}, {"defocus": 2.0},
+    {"wavelength": 0.45, "pixel_size": 0.35, "defocus": 0.5},
+)
+#: Test images per noise level in each optics row.
+OPTICS_IMAGES = 16
+
+
+def calibrate(model, settings):
+    """Fit the std factor on validation fields (their own seed, not the test set's)."""
+    estimates, stds, truths = [], [], []
+    for noise in settings["noise_levels"]:
+        i_minus, i_plus, phase = qpi_test_set(settings["images"], 128, noise,
+                                              seed=settings["seed"])
+        mean, std = qpi.reconstruct(model, i_minus, i_plus, num_samples=8, seed=1)
+        estimates.append(align_phase(mean, phase))
+        stds.append(std)
+        truths.append(phase)
+    estimate, std, truth = (np.concatenate(a) for a in (estimates, stds, truths))
+    return {"std_scale": round(fit_std_scale(estimate, std, truth), 4),
+            "fitted_on": f"{settings['images']} validation fields (seed {settings['seed']}) "
+                         f"per noise level {settings['noise_levels']}, reference optics",
+            "target": "pooled coverage 0.9545 of mean ± 2σ",
+            "uncalibrated_coverage_2sigma": metrics.coverage(estimate, std, truth)}
 
 
 def evaluate(model, num_images):
-    return {"qpi_test_set": evaluate_qpi(model, num_images=num_images, image_size=128)}
+    fitted = calibrate(model, RECIPE["calibration"])
+    model.metadata = dict(model.metadata, calibration=fitted)
+    optics_rows = []
+    for row in OPTICS_ROWS:
+        result = evaluation.evaluate(model, num_images=OPTICS_IMAGES, optics=row)
+        optics_rows.append({"changed": row, "optics": result["settings"]["optics"],
+                            "levels": result["levels"]})
+    test = evaluation.evaluate(model, num_images=num_images)
+    return {"calibration": fitted, "qpi_test_set": test, "optics_table": optics_rows}
 
 
 if __name__ == "__main__":

@@ -230,8 +230,8 @@ def _model_task(model):
     return task
 
 
-def _qpi_optics(model):
-    used = tasks.check_optics(model)
+def _qpi_optics(model, optics=None):
+    used = tasks.check_optics(model, **(optics or {}))
     return {
         "wavelength": float(used.get("wavelength_um", PAPER_WAVELENGTH)),
         "pixel_size": float(used.get("pixel_size_um", PAPER_PIXEL_SIZE)),
@@ -382,6 +382,9 @@ def _summary(method, truth, index):
         out["coverage_2sigma"] = metrics.coverage(estimate, std, truth, k=COVERAGE_K)
         out["std_error_spearman"] = metrics.spearman(std, np.abs(estimate - truth))
         out["mean_std"] = float(np.mean(std))
+        out["calibration_curve"] = dict(zip(
+            (f"{level:g}" for level in metrics.CALIBRATION_LEVELS),
+            metrics.calibration_curve(estimate, std, truth), strict=True))
     return out
 
 
@@ -436,7 +439,7 @@ def _tuned_rl(upsampled, target, psf, boundaries):
 
 def _qpi_level(model, i_minus, i_plus, phase, sampling, optics, boundaries, data_range,
                scales, kinds=None):
-    mean, std = qpi.reconstruct(model, i_minus, i_plus, **sampling)[:2]
+    mean, std = qpi.reconstruct(model, i_minus, i_plus, **sampling, **optics)[:2]
     tie, baseline = _tuned_tie(i_minus, i_plus, phase, optics, boundaries)
     methods = {
         name: _method(metrics.align_phase(estimate, phase), spread, phase,
@@ -463,7 +466,7 @@ def _sr_level(model, low, target, sampling, psf, boundaries, scales):
 
 
 def evaluate(model, data=None, num_images=64, image_size=128, noise_levels=None, num_samples=8,
-             seed=0, num_steps=None, sampler=None, tile=None, overlap=None):
+             seed=0, num_steps=None, sampler=None, tile=None, overlap=None, optics=None):
     """Score a model and its task's tuned classical baseline against ground truth.
 
     The task is `model.metadata["task"]`. Predictions go through the public
@@ -511,6 +514,10 @@ def evaluate(model, data=None, num_images=64, image_size=128, noise_levels=None,
         sampler (str | None): sampler name (default: the model's metadata).
         tile (int | None): tiled reconstruction, passed to `reconstruct`.
         overlap (int | None): tile overlap, passed to `reconstruct`.
+        optics (dict | None): QPI only: `{"wavelength", "pixel_size", "defocus"}` in µm
+            (any subset; the rest the model's) for the simulated test set, the model
+            (`qpi.reconstruct(..., wavelength=...)`) and TIE; checked against the range
+            the model was trained for. Default: the model's optics.
 
     Returns:
         dict: JSON-ready. `task`; `settings` (`data`, `num_images`, `image_size` `[H, W]`,
@@ -519,9 +526,10 @@ def evaluate(model, data=None, num_images=64, image_size=128, noise_levels=None,
         one entry per noise level (`"0.05"`, ...), `"simulated"` (SR) or `"data"`, each
         with `num_images`, `methods` (`{method: scores}`: `mae`, `psnr`, `ssim`,
         `ms_ssim` for every method, plus `coverage_2sigma`, `std_error_spearman`,
-        `mean_std` for `cvdm`), the tuned baseline's setting (`tie_regularization` and
-        `tie_boundary`, or `rl_iterations` and `rl_boundary`) and, for simulated QPI,
-        `by_kind` (`{kind: {"num_images", "methods"}}`); `ms_ssim_scales`; `skipped`
+        `mean_std` and `calibration_curve` (`{nominal: observed}` coverage,
+        `metrics.calibration_curve`) for `cvdm`), the tuned baseline's setting
+        (`tie_regularization` and `tie_boundary`, or `rl_iterations` and
+        `rl_boundary`) and, for simulated QPI, `by_kind` (`{kind: {"num_images", "methods"}}`); `ms_ssim_scales`; `skipped`
         (`{metric: reason}`, e.g. MS-SSIM on images too small for two scales, whose
         values are then None).
 
@@ -547,7 +555,7 @@ def evaluate(model, data=None, num_images=64, image_size=128, noise_levels=None,
     if task == "qpi":
         norm = tasks.normalization(model, "qpi")
         data_range = float(norm.phase_max - norm.phase_min)
-        optics = _qpi_optics(model)
+        optics = _qpi_optics(model, optics)
         if data is None:
             noise_levels = QPI_NOISE_LEVELS if noise_levels is None else noise_levels
             noise_levels = _check_noise_levels(noise_levels)
@@ -603,6 +611,7 @@ def evaluate(model, data=None, num_images=64, image_size=128, noise_levels=None,
     settings.update(
         num_images=int(first["num_images"]), image_size=[int(s) for s in shape],
         noise_levels=noise_levels, num_samples=int(num_samples), num_steps=int(steps),
+        optics=optics if task == "qpi" else None,
         sampler=sampler_name, seed=seed, tile=tile, overlap=overlap,
         backend=keras.backend.backend(),
     )

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from keras_cvdm import tasks, validation
+from keras_cvdm import calibration, tasks, validation
 from keras_cvdm.data.normalization import QPINormalization
 
 
@@ -29,7 +29,9 @@ def reconstruct(
         verbose: progress bar (0: silent).
         wavelength, pixel_size, defocus: the optics of the images in micrometres (default:
             the model's, `model.metadata["forward_model"]`); values outside the range the
-            model was trained for are refused with the range named.
+            model was trained for are refused with the range named. A model trained over
+            a range of optics is told them through its input (the optics channel of
+            `QPINormalization`) and solves the TIE with them inside its mean network.
         tile: reconstruct in overlapping `tile`×`tile` windows (`keras_cvdm.tiling`) so
             memory does not grow with the image; each window's free phase constant is
             aligned to its neighbours' before blending, so no step appears at tile borders.
@@ -47,7 +49,9 @@ def reconstruct(
 
     Returns:
         `(phase, std)`: the posterior mean phase and its standard deviation in radians,
-        each with the shape of `i_minus`. Phase follows the training convention (a
+        each with the shape of `i_minus`. A model whose metadata holds a calibration
+        (`keras_cvdm.calibration`) has its std, and the samples' spread about the
+        mean, multiplied by the stored factor. Phase follows the training convention (a
         phase map whose background is near 0 rad). With `return_samples`, a third array
         of samples in radians, `(num_samples, H, W)` (or `(N, num_samples, H, W)`).
 
@@ -74,15 +78,36 @@ def reconstruct(
             f"i_minus and i_plus differ in shape: {i_minus.shape} vs {i_plus.shape}."
         )
     validation.check_intensity_pair(i_minus, i_plus)
-    tasks.check_optics(model, wavelength=wavelength, pixel_size=pixel_size, defocus=defocus)
-    x = norm.pair_to_model(i_minus, i_plus)
+    optics = tasks.check_optics(model, wavelength=wavelength, pixel_size=pixel_size,
+                                defocus=defocus)
+    x = norm.pair_to_model(i_minus, i_plus, optics)
     mean, std, samples = tasks.posterior(
         model, x, num_samples, seed=seed, num_steps=num_steps, sampler=sampler,
         batch_size=batch_size, tile=tile, overlap=overlap, align_offsets=True,
         keep_samples=return_samples, verbose=verbose,
     )
+    scale = calibration.std_scale(model)
     span = norm.phase_max - norm.phase_min
-    out = [norm.denormalize_phase(mean[..., 0]), (std[..., 0] * span / 2.0).astype(np.float32)]
+    out = [norm.denormalize_phase(mean[..., 0]),
+           (scale * std[..., 0] * span / 2.0).astype(np.float32)]
     if return_samples:
-        out.append(norm.denormalize_phase(samples[..., 0]))
+        spread = mean[:, None] + scale * (samples - mean[:, None])
+        out.append(norm.denormalize_phase(spread[..., 0]))
     return tuple(a[0] for a in out) if single else tuple(out)
+
+
+def condition(model, i_minus, i_plus, **optics):
+    """The model input `x` of a defocus pair (what `reconstruct` hands the model).
+
+    Args:
+        model: a QPI `CVDM`.
+        i_minus, i_plus: raw intensities `(N, H, W)`.
+        **optics: `wavelength`, `pixel_size`, `defocus` in micrometres (default: the
+            model's), checked as in `reconstruct`.
+
+    Returns:
+        `(N, H, W, C)` float32: the normalised pair, and the optics channel when the
+        model's normalisation carries one.
+    """
+    norm = tasks.normalization(model, "qpi")
+    return norm.pair_to_model(i_minus, i_plus, tasks.check_optics(model, **optics))

@@ -18,6 +18,9 @@ One convention, shared by the datasets, the training scripts and the presets (wh
   stay within about ±0.7 at the 1st/99th percentiles; sharp, strongly focusing
   structures (3.5 rad filaments, puncta, strokes) form caustics up to `x ≈ 2–3` at
   the 99th percentile — kept, not clipped, so the map stays invertible.
+- Optics (with `optics_channel=True`): a third channel, constant over the image, holds
+  `log(s / REFERENCE_FRESNEL)` with `s = λ·dz / p²` the defocus Fresnel number in pixels
+  (`keras_cvdm.layers.tie_mean`), so one model serves a range of microscopes.
 
 **Super-resolution** (`SRNormalization`)
 
@@ -35,6 +38,21 @@ from typing import Any
 
 import numpy as np
 
+#: The optics keys of a QPI model's metadata, in the order of `optics_code`'s arguments.
+OPTICS_KEYS = ("wavelength_um", "pixel_size_um", "defocus_um")
+
+
+def optics_code(wavelength, pixel_size, defocus):
+    """The optics channel's value, `log(s / REFERENCE_FRESNEL)`, `s = λ·dz / p²` (µm).
+
+    Examples:
+        >>> float(optics_code(0.521, 0.21, 1.0))
+        0.0
+    """
+    from keras_cvdm.physics.propagation import REFERENCE_FRESNEL, fresnel_number
+
+    return np.log(fresnel_number(wavelength, pixel_size, defocus) / REFERENCE_FRESNEL)
+
 
 @dataclasses.dataclass(frozen=True)
 class QPINormalization:
@@ -44,6 +62,8 @@ class QPINormalization:
         phase_min: phase (rad) mapped to -1.
         phase_max: phase (rad) mapped to +1.
         intensity_scale: divisor of the mean-normalised intensity contrast `I/Ī - 1`.
+        optics_channel: `pair_to_model` appends the optics code as a third channel
+            (models whose mean network solves the TIE, `TIEMeanNetwork`).
 
     Examples:
         >>> import numpy as np
@@ -57,6 +77,7 @@ class QPINormalization:
     phase_min: float = 0.0
     phase_max: float = 3.5
     intensity_scale: float = 1.0
+    optics_channel: bool = False
 
     def __post_init__(self):
         if not self.phase_max > self.phase_min:
@@ -132,17 +153,41 @@ class QPINormalization:
             np.float32
         )
 
-    def pair_to_model(self, i_minus: np.ndarray, i_plus: np.ndarray) -> np.ndarray:
-        """Two defocused intensities `(..., H, W)` → the model's 2-channel input `x`.
+    def pair_to_model(self, i_minus: np.ndarray, i_plus: np.ndarray,
+                      optics: Mapping[str, Any] | None = None) -> np.ndarray:
+        """Two defocused intensities `(..., H, W)` → the model's input `x`.
 
         Args:
             i_minus: intensity at `-dz`, `(..., H, W)`, any unit.
             i_plus: intensity at `+dz`, same shape.
+            optics: with `optics_channel`, the optics of the images,
+                `{"wavelength_um", "pixel_size_um", "defocus_um"}` (scalars, or arrays of
+                one value per image of the stack); ignored otherwise.
 
         Returns:
-            `(..., H, W, 2)` float32: channel 0 is `I(-dz)`, channel 1 is `I(+dz)`.
+            `(..., H, W, 2)` float32: channel 0 is `I(-dz)`, channel 1 is `I(+dz)`; with
+            `optics_channel`, `(..., H, W, 3)` with the optics code as channel 2.
+
+        Examples:
+            >>> import numpy as np
+            >>> norm = QPINormalization(optics_channel=True)
+            >>> optics = {"wavelength_um": 0.521, "pixel_size_um": 0.21, "defocus_um": 2.0}
+            >>> x = norm.pair_to_model(np.ones((4, 4)), np.ones((4, 4)), optics)
+            >>> x.shape, round(float(x[0, 0, 2]), 3)  # log 2
+            ((4, 4, 3), 0.693)
         """
-        return self.normalize_intensities(stack_pair(i_minus, i_plus))
+        x = self.normalize_intensities(stack_pair(i_minus, i_plus))
+        if not self.optics_channel:
+            return x
+        if optics is None or any(k not in optics for k in OPTICS_KEYS):
+            raise ValueError(
+                f"This normalisation carries the optics as a channel: pass optics with "
+                f"{', '.join(OPTICS_KEYS)} (micrometres)."
+            )
+        code = optics_code(*(np.asarray(optics[k], np.float64) for k in OPTICS_KEYS))
+        code = np.reshape(code, np.shape(code) + (1,) * (x.ndim - 1 - np.ndim(code)))
+        channel = np.broadcast_to(code, x.shape[:-1])[..., None]
+        return np.concatenate([x, channel.astype(np.float32)], axis=-1)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (with `"type": "qpi"`) for a preset's `metadata.json`."""

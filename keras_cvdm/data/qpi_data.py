@@ -15,7 +15,7 @@ import numpy as np
 
 from keras_cvdm import imaging
 from keras_cvdm.data import phantoms
-from keras_cvdm.data.normalization import QPINormalization
+from keras_cvdm.data.normalization import OPTICS_KEYS, QPINormalization
 from keras_cvdm.data.simulated import SimulatedDataset, value_range
 from keras_cvdm.physics.propagation import (
     PAPER_DEFOCUS,
@@ -91,7 +91,13 @@ class QPIDataset(SimulatedDataset):
         pixel_size (float): pixel size in µm (paper: 0.21).
         defocus (float): defocus distance in µm (paper: 1).
         normalization (QPINormalization | None): phase and intensity scaling (default
-            phase `[0, 3.5]` rad ↦ `[-1, 1]`).
+            phase `[0, 3.5]` rad ↦ `[-1, 1]`). With `optics_channel=True`, `x` has a
+            third channel, the optics code of each sample.
+        optics_range (Mapping[str, Sequence[float]] | None): draw each sample's optics
+            uniformly from `{"wavelength_um": (low, high), "pixel_size_um": ...,
+            "defocus_um": ...}` instead of the fixed `wavelength`, `pixel_size`,
+            `defocus` (keys left out keep the fixed value); needs a normalisation with
+            `optics_channel=True`, since the model must be told each sample's optics.
         **kwargs: the other `SimulatedDataset` keywords (`mix`, `augment`,
             `resample_each_epoch`, `workers`, `use_multiprocessing`, `max_queue_size`).
 
@@ -111,6 +117,7 @@ class QPIDataset(SimulatedDataset):
         pixel_size: float = PAPER_PIXEL_SIZE,
         defocus: float = PAPER_DEFOCUS,
         normalization: QPINormalization | None = None,
+        optics_range: Mapping[str, Sequence[float]] | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -121,19 +128,42 @@ class QPIDataset(SimulatedDataset):
         self.pixel_size = float(pixel_size)
         self.defocus = float(defocus)
         self.normalization = normalization or QPINormalization()
+        fixed = dict(zip(OPTICS_KEYS, (self.wavelength, self.pixel_size, self.defocus),
+                         strict=True))
+        unknown = sorted(set(optics_range or {}) - set(OPTICS_KEYS))
+        if unknown:
+            raise ValueError(f"Unknown optics_range keys {unknown}; use {OPTICS_KEYS}.")
+        if optics_range and not self.normalization.optics_channel:
+            raise ValueError(
+                "optics_range draws each sample's optics, which the model must be told: "
+                "pass normalization=QPINormalization(optics_channel=True)."
+            )
+        self.optics_range = {
+            key: value_range((optics_range or {}).get(key, fixed[key]), key)
+            for key in OPTICS_KEYS
+        }
+        for key, (low, _) in self.optics_range.items():
+            if not low > 0:
+                raise ValueError(f"optics_range[{key!r}] must be positive, got {low}.")
 
     def _simulate(self, targets, rng):
         norm = self.normalization
         phase = norm.phase_min + targets * (norm.phase_max - norm.phase_min)
-        i_minus, i_plus = simulate_qpi_pair(
-            phase,
-            rng.uniform(*self.noise_std, size=len(phase)),
-            rng,
-            self.wavelength,
-            self.pixel_size,
-            self.defocus,
-        )
-        x = norm.pair_to_model(i_minus, i_plus)
+        noise = rng.uniform(*self.noise_std, size=len(phase))
+        if all(low == high for low, high in self.optics_range.values()):
+            optics = {key: low for key, (low, _) in self.optics_range.items()}
+            i_minus, i_plus = simulate_qpi_pair(
+                phase, noise, rng, *(optics[k] for k in OPTICS_KEYS)
+            )
+        else:
+            optics = {key: rng.uniform(*span, size=len(phase))
+                      for key, span in self.optics_range.items()}
+            pairs = [
+                simulate_qpi_pair(p[None], n, rng, *(optics[k][i] for k in OPTICS_KEYS))
+                for i, (p, n) in enumerate(zip(phase, noise, strict=True))
+            ]
+            i_minus, i_plus = (np.concatenate(im) for im in zip(*pairs, strict=True))
+        x = norm.pair_to_model(i_minus, i_plus, optics)
         y = norm.normalize_phase(phase)[..., None]
         return x, y
 

@@ -2,6 +2,7 @@
 
 from keras_cvdm.layers.conv_net import ConvNet
 from keras_cvdm.layers.monotone_time import MonotoneTime
+from keras_cvdm.layers.tie_mean import TIEMeanNetwork
 from keras_cvdm.layers.unet import (
     GammaEmbedding,
     ResidualBlock,
@@ -16,6 +17,7 @@ __all__ = [
     "MonotoneTime",
     "ResidualBlock",
     "SpatialAttention",
+    "TIEMeanNetwork",
     "UNetDenoiser",
     "UNetRegressor",
 ]

@@ -33,6 +33,24 @@ PAPER_DEFOCUS = 1.0
 PAPER_PHASE_MAX = 3.5
 """Upper end of the paper's phase range, in radians (phase maps span [0, 3.5] rad)."""
 
+REFERENCE_FRESNEL = PAPER_WAVELENGTH * PAPER_DEFOCUS / PAPER_PIXEL_SIZE**2
+"""`s = λ·dz / p²` of the paper's optics (≈ 11.81), see `fresnel_number`."""
+
+
+def fresnel_number(wavelength, pixel_size, defocus):
+    """`s = λ·dz / p²`: the one number through which the optics enter a defocus pair.
+
+    In pixel frequencies `f = f_pix / p` the Fresnel transfer function
+    `exp(-iπ λ dz |f|²)` is `exp(-iπ s |f_pix|²)`: two microscopes with the same `s`
+    give the same images of the same phase map (in radians, per pixel).
+
+    Examples:
+        >>> round(fresnel_number(0.521, 0.21, 1.0), 2)
+        11.81
+    """
+    return wavelength * defocus / pixel_size**2
+
+
 RGB_WAVELENGTHS = (0.630, 0.550, 0.450)
 """Centre wavelengths (µm) of a colour camera's red, green and blue channels, as in the
 reference implementation's polychromatic brightfield model."""
