@@ -529,9 +529,9 @@ def evaluate(model, data=None, num_images=64, image_size=128, noise_levels=None,
         `mean_std` and `calibration_curve` (`{nominal: observed}` coverage,
         `metrics.calibration_curve`) for `cvdm`), the tuned baseline's setting
         (`tie_regularization` and `tie_boundary`, or `rl_iterations` and
-        `rl_boundary`) and, for simulated QPI, `by_kind` (`{kind: {"num_images", "methods"}}`); `ms_ssim_scales`; `skipped`
-        (`{metric: reason}`, e.g. MS-SSIM on images too small for two scales, whose
-        values are then None).
+        `rl_boundary`) and, for simulated QPI, `by_kind` (`{kind: {"num_images",
+        "methods"}}`); `ms_ssim_scales`; `skipped` (`{metric: reason}`, e.g. MS-SSIM
+        on images too small for two scales, whose values are then None).
 
     Examples:
         >>> import keras_cvdm
