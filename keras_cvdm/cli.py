@@ -13,7 +13,6 @@ def _demo(args):
     import numpy as np
 
     import keras_cvdm
-    from keras_cvdm import tasks
     from keras_cvdm.data import qpi_test_set
     from keras_cvdm.evaluation import score_qpi
     from keras_cvdm.metrics import phase_mae
@@ -46,9 +45,7 @@ def _demo(args):
     seconds = time.time() - start
     scores = score_qpi(mean, std, i_minus, i_plus, phase)
     tie, cvdm_mae, tie_mae = scores["tie"], scores["cvdm_mae"], scores["tie_mae"]
-    norm = tasks.normalization(model, "qpi")
-    x = norm.pair_to_model(i_minus, i_plus)
-    lam = model.schedule_map(x)[..., 0]
+    lam = model.schedule_map(keras_cvdm.qpi.condition(model, i_minus, i_plus))[..., 0]
     metrics = {
         "backend": keras.backend.backend(),
         "images": args.num_images,

@@ -141,7 +141,8 @@ class TIEMeanNetwork(keras.layers.Layer):
                 "TIEMeanNetwork needs 3 condition channels (I(-dz), I(+dz), optics code: "
                 f"QPINormalization(optics_channel=True)); got {shape[-1]}."
             )
-        self.correction.build(shape[:-1] + (3 + len(self.regularizations),))
+        if not self.correction.built:
+            self.correction.build(shape[:-1] + (3 + len(self.regularizations),))
         self.built = True
 
     def physics(self, x):
