@@ -117,16 +117,39 @@ def calibrate(model, settings):
             "uncalibrated_coverage_2sigma": metrics.coverage(estimate, std, truth)}
 
 
+def summary(level):
+    """One noise level of `evaluation.evaluate`, in the flat form of the metadata."""
+    cvdm, tie = level["methods"]["cvdm"], level["methods"]["tie"]
+    out = {"num_images": level["num_images"], "cvdm_mae_aligned": cvdm["mae"],
+           "tie_mae_aligned": tie["mae"], "tie_regularization": level["tie_regularization"],
+           "std_error_spearman": cvdm["std_error_spearman"],
+           "coverage_2sigma": cvdm["coverage_2sigma"], "mean_std_rad": cvdm["mean_std"],
+           "calibration_curve": cvdm["calibration_curve"]}
+    if "by_kind" in level:
+        out["by_kind"] = {
+            kind: {"num_images": k["num_images"], "cvdm_mae_aligned": k["methods"]["cvdm"]["mae"],
+                   "tie_mae_aligned": k["methods"]["tie"]["mae"],
+                   "coverage_2sigma": k["methods"]["cvdm"]["coverage_2sigma"]}
+            for kind, k in level["by_kind"].items()
+        }
+    return out
+
+
 def evaluate(model, num_images):
     fitted = calibrate(model, RECIPE["calibration"])
     model.metadata = dict(model.metadata, calibration=fitted)
     optics_rows = []
     for row in OPTICS_ROWS:
         result = evaluation.evaluate(model, num_images=OPTICS_IMAGES, optics=row)
-        optics_rows.append({"changed": row, "optics": result["settings"]["optics"],
-                            "levels": result["levels"]})
+        optics_rows.append({
+            "changed": row, "optics": result["settings"]["optics"],
+            "levels": {noise: {k: v for k, v in summary(level).items() if k != "by_kind"}
+                       for noise, level in result["levels"].items()},
+        })
     test = evaluation.evaluate(model, num_images=num_images)
-    return {"calibration": fitted, "qpi_test_set": test, "optics_table": optics_rows}
+    return {"calibration": fitted,
+            "qpi_test_set": {noise: summary(level) for noise, level in test["levels"].items()},
+            "optics_table": optics_rows}
 
 
 if __name__ == "__main__":

@@ -219,7 +219,7 @@ def test_tiled_qpi_shows_no_seam_on_an_object_that_crosses_tile_borders():
                                             **settings)
     norm = keras_cvdm.tasks.normalization(model, "qpi")
     raw, _, _ = keras_cvdm.tasks.posterior(
-        model, norm.pair_to_model(i_minus, i_plus), 2, tile=48, overlap=16,
+        model, keras_cvdm.qpi.condition(model, i_minus, i_plus), 2, tile=48, overlap=16,
         align_offsets=False, **{k: settings[k] for k in ("num_steps", "seed")})
     raw = norm.denormalize_phase(raw[..., 0])
     assert tiled.shape == std.shape == phase.shape and np.all(np.isfinite(tiled))

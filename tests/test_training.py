@@ -415,8 +415,13 @@ def test_default_architectures_are_the_presets():
         with open(os.path.join(registry.builtin_folder(name), "metadata.json")) as f:
             shipped = json.load(f)["training"]["model"]
         arch = training.default_architecture(task)
-        for key in ("widths", "embedding_dim", "condition_channels"):
+        for key in ("widths", "embedding_dim"):
             assert arch[key] == shipped[key]
+        # The qpi preset's mean network also solves the TIE with the optics it is given as
+        # a third input channel; a new run's model takes the two planes only.
+        physics = shipped.get("mean_network", {}).get("type") == "tie"
+        assert physics == (task == "qpi")
+        assert arch["condition_channels"] + physics == shipped["condition_channels"]
         assert arch.get("mean_network", {}).get("widths") == shipped.get(
             "mean_network", {}).get("widths")
         assert arch.get("target_scale", 1.0) == shipped.get("target_scale", 1.0)

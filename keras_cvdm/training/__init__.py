@@ -325,6 +325,13 @@ def _train(output, *, task, data, epochs, steps_per_epoch, batch_size, image_siz
                 "which the model infers from this convention"
             )
     else:
+        if getattr(norm, "optics_channel", False):
+            raise ValueError(
+                "This preset takes the optics of each image as an input channel (its mean "
+                "network solves the TIE with them), and stored pairs do not record them: "
+                "fine-tune it on simulated data (no --data), or train a new model on the "
+                "pairs (no --from-preset)."
+            )
         dataset = PairedTrainingData(
             data, task, norm, batch_size, image_size, steps_per_epoch, seed
         )

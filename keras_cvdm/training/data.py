@@ -56,6 +56,8 @@ def _simulated_data(task, forward, norm, batch_size, image_size, steps_per_epoch
                   "wavelength": forward["wavelength_um"],
                   "pixel_size": forward["pixel_size_um"], "defocus": forward["defocus_um"],
                   "normalization": norm}
+        if norm.optics_channel and forward.get("optics_range"):  # a physics preset's range
+            optics["optics_range"] = forward["optics_range"]
         make, test_seed, function = qpi_data.qpi_dataset, qpi_data.QPI_TEST_SEED, "qpi_dataset"
     else:
         factor = int(forward["factor"])
