@@ -145,6 +145,9 @@ class TIEMeanNetwork(keras.layers.Layer):
             self.correction.build(shape[:-1] + (3 + len(self.regularizations),))
         self.built = True
 
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)[:-1] + (1,)
+
     def physics(self, x):
         """The TIE estimates in model units (zero mean), `(B, H, W, len(regularizations))`."""
         x = ops.stop_gradient(ops.cast(x, "float32"))
