@@ -86,17 +86,10 @@ def make_dataset(recipe, num_batches):
     )
 
 
-#: Rows of the optics table: each changes one of the reference optics to an end of its
-#: trained range (µm), plus one corner that changes all three.
-OPTICS_ROWS = (
-    {},
-    {"wavelength": 0.45}, {"wavelength": 0.65},
-    {"pixel_size": 0.15}, {"pixel_size": 0.35},
-    {"defocus": 0.5}, {"defocus": 2.0},
-    {"wavelength": 0.45, "pixel_size": 0.35, "defocus": 0.5},
-)
-#: Test images per noise level in each optics row.
+#: Test images per noise level in each row of the optics table
+#: (`evaluation.QPI_OPTICS_ROWS`), and its noise levels.
 OPTICS_IMAGES = 16
+OPTICS_NOISE = (0.05,)
 
 
 def calibrate(model, settings):
@@ -117,38 +110,23 @@ def calibrate(model, settings):
             "uncalibrated_coverage_2sigma": metrics.coverage(estimate, std, truth)}
 
 
-def summary(level):
-    """One noise level of `evaluation.evaluate`, in the flat form of the metadata."""
-    cvdm, tie = level["methods"]["cvdm"], level["methods"]["tie"]
-    out = {"num_images": level["num_images"], "cvdm_mae_aligned": cvdm["mae"],
-           "tie_mae_aligned": tie["mae"], "tie_regularization": level["tie_regularization"],
-           "std_error_spearman": cvdm["std_error_spearman"],
-           "coverage_2sigma": cvdm["coverage_2sigma"], "mean_std_rad": cvdm["mean_std"],
-           "calibration_curve": cvdm["calibration_curve"]}
-    if "by_kind" in level:
-        out["by_kind"] = {
-            kind: {"num_images": k["num_images"], "cvdm_mae_aligned": k["methods"]["cvdm"]["mae"],
-                   "tie_mae_aligned": k["methods"]["tie"]["mae"],
-                   "coverage_2sigma": k["methods"]["cvdm"]["coverage_2sigma"]}
-            for kind, k in level["by_kind"].items()
-        }
-    return out
-
-
 def evaluate(model, num_images):
     fitted = calibrate(model, RECIPE["calibration"])
     model.metadata = dict(model.metadata, calibration=fitted)
     optics_rows = []
-    for row in OPTICS_ROWS:
-        result = evaluation.evaluate(model, num_images=OPTICS_IMAGES, optics=row)
+    test = evaluation.evaluate(model, num_images=num_images)
+    for row in evaluation.QPI_OPTICS_ROWS:
+        result = evaluation.evaluate(model, num_images=OPTICS_IMAGES, optics=row,
+                                     noise_levels=OPTICS_NOISE)
         optics_rows.append({
             "changed": row, "optics": result["settings"]["optics"],
-            "levels": {noise: {k: v for k, v in summary(level).items() if k != "by_kind"}
+            "levels": {noise: {k: v for k, v in evaluation.flat_summary(level).items()
+                               if k not in ("by_kind", "calibration_curve")}
                        for noise, level in result["levels"].items()},
         })
-    test = evaluation.evaluate(model, num_images=num_images)
     return {"calibration": fitted,
-            "qpi_test_set": {noise: summary(level) for noise, level in test["levels"].items()},
+            "qpi_test_set": {noise: evaluation.flat_summary(level)
+                             for noise, level in test["levels"].items()},
             "optics_table": optics_rows}
 
 

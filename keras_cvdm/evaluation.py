@@ -727,3 +727,56 @@ def format_table(results):
     for metric, reason in results.get("skipped", {}).items():
         lines.append(f"{metric} not computed: {reason}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- flat summaries
+
+#: The optics table of a QPI preset: each row changes the reference optics (µm) to an end
+#: of the `qpi` preset's trained range, and one corner changes all three at once.
+QPI_OPTICS_ROWS = (
+    {"wavelength": 0.45}, {"wavelength": 0.65},
+    {"pixel_size": 0.15}, {"pixel_size": 0.35},
+    {"defocus": 0.5}, {"defocus": 2.0},
+    {"wavelength": 0.45, "pixel_size": 0.35, "defocus": 0.5},
+)
+
+
+def flat_summary(level):
+    """One level of `evaluate`'s result in the flat form stored in a preset's metadata.
+
+    QPI: `cvdm_mae_aligned`, `tie_mae_aligned`, `tie_regularization`,
+    `std_error_spearman`, `coverage_2sigma`, `mean_std_rad`, `calibration_curve` and,
+    for the simulated test set, `by_kind`. SR: PSNR and SSIM of `cvdm`,
+    `richardson_lucy` and `upsampled`, `rl_iterations`, and the uncertainty scores.
+
+    Examples:
+        >>> import keras_cvdm
+        >>> model = keras_cvdm.from_preset("sr-microscopy")
+        >>> level = evaluate(model, num_images=2, image_size=32, num_samples=2,
+        ...                  num_steps=2)["levels"]["simulated"]
+        >>> sorted(k for k in flat_summary(level) if k.endswith("psnr"))
+        ['cvdm_psnr', 'richardson_lucy_psnr', 'upsampled_psnr']
+    """
+    methods = level["methods"]
+    cvdm = methods["cvdm"]
+    out = {"num_images": level["num_images"],
+           "std_error_spearman": cvdm["std_error_spearman"],
+           "coverage_2sigma": cvdm["coverage_2sigma"],
+           "calibration_curve": cvdm["calibration_curve"]}
+    if "tie" in methods:
+        out.update(cvdm_mae_aligned=cvdm["mae"], tie_mae_aligned=methods["tie"]["mae"],
+                   tie_regularization=level["tie_regularization"],
+                   mean_std_rad=cvdm["mean_std"])
+        if "by_kind" in level:
+            out["by_kind"] = {
+                kind: {"num_images": k["num_images"],
+                       "cvdm_mae_aligned": k["methods"]["cvdm"]["mae"],
+                       "tie_mae_aligned": k["methods"]["tie"]["mae"],
+                       "coverage_2sigma": k["methods"]["cvdm"]["coverage_2sigma"]}
+                for kind, k in level["by_kind"].items()
+            }
+        return out
+    for name, scores in methods.items():
+        out[f"{name}_psnr"], out[f"{name}_ssim"] = scores["psnr"], scores["ssim"]
+    out.update(rl_iterations=level["rl_iterations"], mean_std=cvdm["mean_std"])
+    return out
