@@ -20,7 +20,6 @@ Writes the "Physics in the mean network" section of RESULTS.md and
 """
 
 import argparse
-import json
 import os
 import sys
 import time

@@ -1,22 +1,22 @@
-"""Quality of the shipped presets on held-out simulated data, against classical baselines.
+"""Quality of the shipped presets on held-out simulated data, against tuned classical baselines.
 
-    python benchmarks/preset_quality.py            # TensorFlow by default (KERAS_BACKEND)
+    python benchmarks/preset_quality.py --from-metadata   # tabulate the stored numbers
+    python benchmarks/preset_quality.py                   # re-evaluate (about an hour on 2 cores)
 
-- `qpi`: phase MAE (radians) on the synthetic QPI test set (`qpi_test_set`, seed 10 000,
-  never used in training; 128×128) at intensity-noise std 0.05 and 0.1, against the
-  transport-of-intensity baseline with its regularisation tuned on the same images (oracle
-  tuning: the strongest fair version of the baseline); the Spearman correlation of the
-  per-pixel std with the absolute error.
-- `sr-microscopy`: PSNR and SSIM (11×11 Gaussian window, σ = 1.5) on held-out simulated
-  pairs (seed 20 000), against the cubic up-sampled input; both get a per-image
-  least-squares affine fit to the target before scoring.
+Both come from `keras_cvdm.evaluation.evaluate` (every score from `keras_cvdm.metrics`):
 
-The same protocols (`keras_cvdm.evaluation`, every score from `keras_cvdm.metrics`)
-produce the numbers in each preset's `metadata.json`, with the same seeds and sizes, and
-with the sampler the preset names as its default. `--update-metadata` writes the numbers
-just measured back into the packaged presets' `metadata.json` (`validation`, with the
-sampler they were measured with), for when the default sampler changes; the weights are
-untouched.
+- `qpi`: aligned phase MAE (rad) on the QPI test set (`qpi_test_set`, seed 10 000, never
+  used in training; 64 images of 128×128 per noise level, 0.05 and 0.1), per phantom kind,
+  against the transport-of-intensity baseline with its regularisation tuned on the same
+  images (an oracle); the Spearman ρ of the std with the absolute error, the coverage of
+  mean ± 2σ and the calibration curve; an optics table (`evaluation.QPI_OPTICS_ROWS`, 16
+  images per row at noise 0.05).
+- `sr-microscopy`: PSNR and SSIM on the SR test set (seed 20 000) against Richardson–Lucy
+  deconvolution of the cubic up-sampled input with its iteration count tuned on the same
+  images, and against the up-sampled input; every estimate gets a per-image affine fit.
+
+The training scripts (`examples/train_*_preset.py`) store the same numbers in each preset's
+`metadata.json`; `--update-metadata` writes re-evaluated numbers back (weights untouched).
 """
 
 import argparse
@@ -45,17 +45,95 @@ def update_metadata(name, key, scores, sampling):
     print(f"{path}: validation updated", flush=True)
 
 
+def _qpi_lines(qpi, optics_table, calibration):
+    lines = [
+        "**`qpi`** — aligned phase MAE in radians (each estimate shifted to the true mean); TIE's "
+        "regularisation is tuned on these very images. Ratio: CVDM / TIE. Coverage: fraction "
+        "of pixels whose truth lies in mean ± 2σ (nominal 0.954).\n",
+        "| noise std | CVDM | tuned TIE | ratio | ρ(std, abs. error) | ±2σ coverage | mean std |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for noise, r in qpi.items():
+        lines.append(
+            f"| {noise} | {r['cvdm_mae_aligned']:.3f} | {r['tie_mae_aligned']:.3f} | "
+            f"{r['cvdm_mae_aligned'] / r['tie_mae_aligned']:.2f} | "
+            f"{r['std_error_spearman']:.2f} | {r['coverage_2sigma']:.3f} | "
+            f"{r['mean_std_rad']:.3f} |"
+        )
+    if calibration:
+        lines.append(
+            f"\nThe std is multiplied by {calibration['std_scale']:.3f}, fitted on "
+            f"{calibration['fitted_on']} (coverage of ±2σ there before: "
+            f"{calibration['uncalibrated_coverage_2sigma']:.3f})."
+        )
+    noises = list(qpi)
+    lines += ["\nCalibration curve (observed coverage of the central interval at each nominal "
+              "level):\n",
+              "| nominal | " + " | ".join(f"noise {n}" for n in noises) + " |",
+              "|---|" + "---|" * len(noises)]
+    for level in qpi[noises[0]]["calibration_curve"]:
+        lines.append(f"| {level} | " + " | ".join(
+            f"{qpi[n]['calibration_curve'][level]:.3f}" for n in noises) + " |")
+    lines += ["\n`qpi` aligned MAE by phantom kind (CVDM / TIE, radians):\n",
+              "| kind | images | " + " | ".join(f"noise {n}" for n in noises) + " |",
+              "|---|---|" + "---|" * len(noises)]
+    losses = []
+    for kind, first in qpi[noises[0]]["by_kind"].items():
+        cells = []
+        for n in noises:
+            k = qpi[n]["by_kind"][kind]
+            wins = k["cvdm_mae_aligned"] < k["tie_mae_aligned"]
+            cells.append(f"{k['cvdm_mae_aligned']:.3f} / {k['tie_mae_aligned']:.3f}"
+                         + (" ✓" if wins else ""))
+            if not wins:
+                losses.append(f"{kind} (noise {n})")
+        lines.append(f"| {kind} | {first['num_images']} | " + " | ".join(cells) + " |")
+    lines.append("\n✓: CVDM lower. " + (f"TIE is better on {'; '.join(losses)}."
+                                         if losses else "CVDM is lower on every kind."))
+    if optics_table:
+        lines += ["\nOptics table (16 test images per row; aligned MAE in radians; "
+                  "s = λ·dz/p², the reference optics have s = 11.8):\n",
+                  "| λ (µm) | pixel (µm) | defocus (µm) | s | noise | CVDM | tuned TIE | "
+                  "ratio | ±2σ coverage | ρ |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in optics_table:
+            o = row["optics"]
+            s_px = o["wavelength"] * o["defocus"] / o["pixel_size"] ** 2
+            for noise, r in row["levels"].items():
+                lines.append(
+                    f"| {o['wavelength']} | {o['pixel_size']} | {o['defocus']} | {s_px:.1f} | "
+                    f"{noise} | {r['cvdm_mae_aligned']:.3f} | {r['tie_mae_aligned']:.3f} | "
+                    f"{r['cvdm_mae_aligned'] / r['tie_mae_aligned']:.2f} | "
+                    f"{r['coverage_2sigma']:.3f} | {r['std_error_spearman']:.2f} |")
+    return lines
+
+
+def _sr_lines(sr):
+    rows = (("CVDM (posterior mean)", "cvdm"),
+            (f"Richardson–Lucy, {sr['rl_iterations']} iterations (tuned)", "richardson_lucy"),
+            ("cubic up-sampled input", "upsampled"))
+    lines = [
+        f"\n**`sr-microscopy`** — {sr['num_images']} test images, after a per-image affine fit "
+        "to the target (SSIM: 11×11 Gaussian window, σ 1.5, `keras_cvdm.metrics.ssim`):\n",
+        "| method | PSNR (dB) | SSIM |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {label} | {sr[f'{key}_psnr']:.2f} | {sr[f'{key}_ssim']:.3f} |"
+              for label, key in rows]
+    lines.append(f"\nSR: Spearman ρ(std, abs. error) {sr['std_error_spearman']:.2f}, ±2σ "
+                 f"coverage {sr['coverage_2sigma']:.3f}.")
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--qpi-images", type=int, default=64,
                         help="QPI test images per noise level")
-    parser.add_argument("--sr-images", type=int, default=8, help="SR test images")
+    parser.add_argument("--sr-images", type=int, default=64, help="SR test images")
     parser.add_argument("--samples", type=int, default=8, help="posterior samples per image")
-    parser.add_argument(
-        "--from-metadata", action="store_true",
-        help="do not re-evaluate: tabulate the numbers the training scripts stored in each "
-        "preset's metadata.json (same functions, seeds and sizes as the defaults here)",
-    )
+    parser.add_argument("--from-metadata", action="store_true",
+                        help="do not re-evaluate: tabulate the numbers stored in each preset's "
+                        "metadata.json by its training script")
     parser.add_argument("--update-metadata", action="store_true",
                         help="write the re-evaluated numbers into the packaged presets' "
                              "metadata.json (validation block)")
@@ -66,91 +144,48 @@ def main():
     from report import machine, write_section
 
     import keras_cvdm
-    from keras_cvdm.evaluation import evaluate_qpi, evaluate_sr
+    from keras_cvdm.evaluation import QPI_OPTICS_ROWS, evaluate, flat_summary
 
     start = time.time()
     qpi_model, sr_model = keras_cvdm.from_preset("qpi"), keras_cvdm.from_preset("sr-microscopy")
+    calibration = qpi_model.metadata.get("calibration")
     if args.from_metadata:
-        qpi = qpi_model.metadata["validation"]["qpi_test_set"]
+        stored = qpi_model.metadata["validation"]
+        qpi, optics_table = stored["qpi_test_set"], stored.get("optics_table")
         sr = sr_model.metadata["validation"]["sr_test_set"]
-        args.qpi_images = next(iter(qpi.values()))["num_images"]
-        args.sr_images = sr["num_images"]
     else:
-        qpi = evaluate_qpi(qpi_model, num_images=args.qpi_images, num_samples=args.samples)
-        sr = evaluate_sr(sr_model, num_images=args.sr_images, num_samples=args.samples)
+        levels = evaluate(qpi_model, num_images=args.qpi_images,
+                          num_samples=args.samples)["levels"]
+        qpi = {noise: flat_summary(level) for noise, level in levels.items()}
+        optics_table = []
+        for row in QPI_OPTICS_ROWS:
+            result = evaluate(qpi_model, num_images=16, noise_levels=(0.05,), optics=row,
+                              num_samples=args.samples)
+            optics_table.append({"changed": row, "optics": result["settings"]["optics"],
+                                 "levels": {n: flat_summary(level)
+                                            for n, level in result["levels"].items()}})
+        sr = flat_summary(evaluate(sr_model, num_images=args.sr_images,
+                                   num_samples=args.samples)["levels"]["simulated"])
     seconds = time.time() - start
-    # The sampler the numbers come from: the stored one when read from the metadata.
-    sampling = (qpi_model.metadata["validation"].get("sampling", qpi_model.metadata["sampling"])
-                if args.from_metadata else qpi_model.metadata["sampling"])
+    sampling = qpi_model.metadata["sampling"]
     if args.update_metadata:
-        update_metadata("qpi", "qpi_test_set", qpi, qpi_model.metadata["sampling"])
+        update_metadata("qpi", "qpi_test_set", qpi, sampling)
+        update_metadata("qpi", "optics_table", optics_table, sampling)
         update_metadata("sr-microscopy", "sr_test_set", sr, sr_model.metadata["sampling"])
     lines = [
         "## Preset quality (`benchmarks/preset_quality.py`)\n",
-        f"Machine: {machine()}; backend {keras.backend.backend()}. Held-out 128×128 images: "
-        f"{args.qpi_images} per noise level (qpi), {args.sr_images} (sr); {args.samples} "
-        f"posterior samples each ({sampling['sampler']}, {sampling['num_steps']} steps), "
-        "posterior "
-        "mean scored. Runtime {:.0f} s{}.\n".format(
-            seconds, " (numbers read from the presets' metadata.json)" if args.from_metadata else ""
-        ),
-        "**`qpi`** — phase MAE in radians (*aligned*: each estimate shifted to the true mean; "
-        "*absolute*: each estimate shifted so its minimum is 0, the dataset convention). TIE's "
-        "regularisation is tuned on these very images.\n",
-        "| noise std | CVDM aligned | TIE aligned | CVDM absolute | TIE absolute | "
-        "Spearman ρ(std, abs. error) | mean std (rad) |",
-        "|---|---|---|---|---|---|---|",
+        f"Machine: {machine()}; backend {keras.backend.backend()}. Held-out 128×128 simulated "
+        f"images; {args.samples} posterior samples each ({sampling['sampler']}, "
+        f"{sampling['num_steps']} steps), posterior mean scored. "
+        + ("Numbers read from the presets' metadata.json (written by their training scripts "
+           "with the same protocol)." if args.from_metadata else f"Runtime {seconds:.0f} s.")
+        + "\n",
     ]
-    for noise, r in qpi.items():
-        lines.append(
-            f"| {noise} | {r['cvdm_mae_aligned']:.3f} | {r['tie_mae_aligned']:.3f} | "
-            f"{r['cvdm_mae_absolute']:.3f} | {r['tie_mae_absolute']:.3f} | "
-            f"{r['std_error_spearman']:.2f} | {r['mean_std_rad']:.3f} |"
-        )
-    # `evaluate_qpi` scores the same images, hence the same kinds, at every noise level.
-    noises = list(qpi)
-    by_kind = {n: qpi[n].get("by_kind", {}) for n in noises}
-    if by_kind[noises[0]]:
-        lines += [
-            "\n`qpi` aligned MAE by phantom kind (CVDM / TIE, radians):\n",
-            "| kind | images | " + " | ".join(f"noise {n}" for n in noises) + " |",
-            "|---|---|" + "---|" * len(noises),
-        ]
-        losses = []
-        for kind, first in by_kind[noises[0]].items():
-            cells, lost = [], []
-            for n in noises:
-                k = by_kind[n][kind]
-                wins = k["cvdm_mae_aligned"] < k["tie_mae_aligned"]
-                cells.append(f"{k['cvdm_mae_aligned']:.3f} / {k['tie_mae_aligned']:.3f}"
-                             + (" ✓" if wins else ""))
-                if not wins:
-                    lost.append(n)
-            lines.append(f"| {kind} | {first['num_images']} | " + " | ".join(cells) + " |")
-            if lost:
-                losses.append(f"{kind} (noise {', '.join(lost)})")
-        lines.append("\n✓: CVDM lower. " + (
-            f"TIE is better on {'; '.join(losses)}." if losses else "CVDM is lower on every kind."
-        ))
-    lines += [
-        "\n**`sr-microscopy`** — after a per-image affine fit to the target (SSIM: 11×11 "
-        "Gaussian window, σ 1.5, `keras_cvdm.metrics.ssim`):\n",
-        "| method | PSNR (dB) | SSIM |",
-        "|---|---|---|",
-        f"| CVDM (posterior mean) | {sr['cvdm_psnr']:.2f} | {sr['cvdm_ssim']:.3f} |",
-        f"| cubic up-sampled input | {sr['upsampled_psnr']:.2f} | {sr['upsampled_ssim']:.3f} |",
-        f"\nSpearman ρ(std, abs. error) for SR: {sr['std_error_spearman']:.2f}.",
-    ]
-    better = all(r["cvdm_mae_aligned"] < r["tie_mae_aligned"] for r in qpi.values())
-    if not better:
-        lines.append(
-            "\n**The `qpi` preset does not beat tuned TIE at every noise level here.** It was "
-            f"trained for {qpi_model.metadata['training']['steps']} steps of batch "
-            f"{qpi_model.metadata['training']['batch_size']} on a CPU "
-            f"({qpi_model.metadata['training']['seconds'] / 60:.0f} min); a longer run "
-            "(`examples/train_qpi_preset.py --steps N`, ideally on a GPU) is the next step."
-        )
-    write_section("preset_quality", "\n".join(lines), {"qpi": qpi, "sr": sr})
+    lines += _qpi_lines(qpi, optics_table, calibration)
+    lines += _sr_lines(sr)
+    write_section("preset_quality", "\n".join(lines),
+                  {"qpi": qpi, "optics_table": optics_table, "calibration": calibration,
+                   "sr": sr})
 
 
 if __name__ == "__main__":
