@@ -147,6 +147,9 @@ def _expected(estimate, std, truth, mae, data_range, ms_ssim=True):
         out["coverage_2sigma"] = metrics.coverage(estimate, std, truth, k=2.0)
         out["std_error_spearman"] = metrics.spearman(std, np.abs(estimate - truth))
         out["mean_std"] = float(np.mean(std))
+        out["calibration_curve"] = dict(zip(
+            [f"{level:g}" for level in metrics.CALIBRATION_LEVELS],
+            metrics.calibration_curve(estimate, std, truth), strict=True))
     return out
 
 
@@ -181,6 +184,7 @@ def test_evaluate_qpi_reports_the_metrics_of_the_reconstructions(qpi_model):
         "data": "simulated", "num_images": 4, "image_size": [32, 32], "noise_levels": [0.05],
         "num_samples": 2, "num_steps": 2, "sampler": "ddim", "seed": 3, "tile": None,
         "overlap": None, "backend": keras.backend.backend(),
+        "optics": {"wavelength": 0.521, "pixel_size": 0.21, "defocus": 1.0},
     }
     level = results["levels"]["0.05"]
     i_minus, i_plus, phase, kinds = qpi_test_set(4, 32, 0.05, return_kinds=True)

@@ -283,7 +283,7 @@ def describe_preset(name_or_folder) -> dict:
     def flatten(prefix, value):
         if isinstance(value, dict):
             for key, inner in value.items():
-                if key not in ("by_kind", "sampling"):  # not scores
+                if key not in ("by_kind", "sampling", "calibration_curve"):  # not scores
                     flatten(f"{prefix}/{key}" if prefix else key, inner)
         elif isinstance(value, int | float) and not isinstance(value, bool):
             scores[prefix] = value
