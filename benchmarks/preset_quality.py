@@ -9,7 +9,7 @@ Both come from `keras_cvdm.evaluation.evaluate` (every score from `keras_cvdm.me
   used in training; 64 images of 128×128 per noise level, 0.05 and 0.1), per phantom kind,
   against the transport-of-intensity baseline with its regularisation tuned on the same
   images (an oracle); the Spearman ρ of the std with the absolute error, the coverage of
-  mean ± 2σ and the calibration curve; an optics table (`evaluation.QPI_OPTICS_ROWS`, 16
+  mean ± 2σ and the calibration curve; an optics table (`evaluation.QPI_OPTICS_ROWS`, 8
   images per row at noise 0.05).
 - `sr-microscopy`: PSNR and SSIM on the SR test set (seed 20 000) against Richardson–Lucy
   deconvolution of the cubic up-sampled input with its iteration count tuned on the same
@@ -91,7 +91,7 @@ def _qpi_lines(qpi, optics_table, calibration):
     lines.append("\n✓: CVDM lower. " + (f"TIE is better on {'; '.join(losses)}."
                                          if losses else "CVDM is lower on every kind."))
     if optics_table:
-        lines += ["\nOptics table (16 test images per row; aligned MAE in radians; "
+        lines += ["\nOptics table (8 test images per row; aligned MAE in radians; "
                   "s = λ·dz/p², the reference optics have s = 11.8):\n",
                   "| λ (µm) | pixel (µm) | defocus (µm) | s | noise | CVDM | tuned TIE | "
                   "ratio | ±2σ coverage | ρ |",
@@ -159,7 +159,7 @@ def main():
         qpi = {noise: flat_summary(level) for noise, level in levels.items()}
         optics_table = []
         for row in QPI_OPTICS_ROWS:
-            result = evaluate(qpi_model, num_images=16, noise_levels=(0.05,), optics=row,
+            result = evaluate(qpi_model, num_images=8, noise_levels=(0.05,), optics=row,
                               num_samples=args.samples)
             optics_table.append({"changed": row, "optics": result["settings"]["optics"],
                                  "levels": {n: flat_summary(level)

@@ -88,7 +88,7 @@ def make_dataset(recipe, num_batches):
 
 #: Test images per noise level in each row of the optics table
 #: (`evaluation.QPI_OPTICS_ROWS`), and its noise levels.
-OPTICS_IMAGES = 16
+OPTICS_IMAGES = 8
 OPTICS_NOISE = (0.05,)
 
 
