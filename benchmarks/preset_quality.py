@@ -137,6 +137,9 @@ def main():
     parser.add_argument("--update-metadata", action="store_true",
                         help="write the re-evaluated numbers into the packaged presets' "
                              "metadata.json (validation block)")
+    parser.add_argument("--only", choices=("qpi", "sr"), default=None,
+                        help="re-evaluate this preset only; the other's numbers are read from "
+                        "its metadata.json")
     args = parser.parse_args()
     if args.update_metadata and args.from_metadata:
         parser.error("--update-metadata re-evaluates; it cannot be combined with --from-metadata")
@@ -149,11 +152,10 @@ def main():
     start = time.time()
     qpi_model, sr_model = keras_cvdm.from_preset("qpi"), keras_cvdm.from_preset("sr-microscopy")
     calibration = qpi_model.metadata.get("calibration")
-    if args.from_metadata:
-        stored = qpi_model.metadata["validation"]
-        qpi, optics_table = stored["qpi_test_set"], stored.get("optics_table")
-        sr = sr_model.metadata["validation"]["sr_test_set"]
-    else:
+    stored = qpi_model.metadata["validation"]
+    qpi, optics_table = stored["qpi_test_set"], stored.get("optics_table")
+    sr = sr_model.metadata["validation"]["sr_test_set"]
+    if not args.from_metadata and args.only in (None, "qpi"):
         levels = evaluate(qpi_model, num_images=args.qpi_images,
                           num_samples=args.samples)["levels"]
         qpi = {noise: flat_summary(level) for noise, level in levels.items()}
@@ -164,13 +166,15 @@ def main():
             optics_table.append({"changed": row, "optics": result["settings"]["optics"],
                                  "levels": {n: flat_summary(level)
                                             for n, level in result["levels"].items()}})
+    if not args.from_metadata and args.only in (None, "sr"):
         sr = flat_summary(evaluate(sr_model, num_images=args.sr_images,
                                    num_samples=args.samples)["levels"]["simulated"])
     seconds = time.time() - start
     sampling = qpi_model.metadata["sampling"]
-    if args.update_metadata:
+    if args.update_metadata and args.only in (None, "qpi"):
         update_metadata("qpi", "qpi_test_set", qpi, sampling)
         update_metadata("qpi", "optics_table", optics_table, sampling)
+    if args.update_metadata and args.only in (None, "sr"):
         update_metadata("sr-microscopy", "sr_test_set", sr, sr_model.metadata["sampling"])
     lines = [
         "## Preset quality (`benchmarks/preset_quality.py`)\n",
@@ -178,7 +182,9 @@ def main():
         f"images; {args.samples} posterior samples each ({sampling['sampler']}, "
         f"{sampling['num_steps']} steps), posterior mean scored. "
         + ("Numbers read from the presets' metadata.json (written by their training scripts "
-           "with the same protocol)." if args.from_metadata else f"Runtime {seconds:.0f} s.")
+           "with the same protocol)." if args.from_metadata
+           else f"Runtime {seconds:.0f} s" + (f" (re-evaluated: {args.only} only; the other "
+                                              "from its metadata.json)." if args.only else "."))
         + "\n",
     ]
     lines += _qpi_lines(qpi, optics_table, calibration)
