@@ -183,3 +183,16 @@ def test_a_physics_model_trains_over_a_range_of_optics():
     assert history.history["skipped_updates"][-1] == 0
     x, _ = data[0]
     assert keras.ops.convert_to_numpy(model.mean_network(x)).shape == (4, 16, 16, 1)
+
+
+def test_fine_tuning_an_optics_channel_preset_on_stored_pairs_is_refused(physics_model,
+                                                                         tmp_path):
+    from keras_cvdm import training
+
+    folder = str(tmp_path / "preset")
+    keras_cvdm.save_preset(physics_model, folder)
+    pairs = str(tmp_path / "pairs.npz")
+    np.savez(pairs, x=np.ones((2, 16, 16, 2), "float32"), y=np.zeros((2, 16, 16), "float32"))
+    with pytest.raises(ValueError, match="do not record them"):
+        training.train(str(tmp_path / "run"), data=pairs, from_preset=folder, epochs=1)
+    assert not (tmp_path / "run").exists()
