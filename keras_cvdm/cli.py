@@ -15,7 +15,7 @@ def _demo(args):
     import keras_cvdm
     from keras_cvdm.data import qpi_test_set
     from keras_cvdm.evaluation import score_qpi
-    from keras_cvdm.metrics import phase_mae
+    from keras_cvdm.metrics import align_phase, coverage, phase_mae
 
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         sys.exit(f"--output {args.output!r} exists and is not a folder; choose another path.")
@@ -56,6 +56,7 @@ def _demo(args):
         "tie_tuned_mae_rad_mean_aligned": float(np.mean(tie_mae)),
         "cvdm_mae_rad_absolute": float(np.mean(phase_mae(mean, phase, alignment="min"))),
         "mean_std_rad": float(np.mean(std)),
+        "coverage_2sigma": coverage(align_phase(mean, phase), std, phase),
         "std_error_spearman": scores["std_error_spearman"],
         "per_image": [
             {"kind": str(k), "cvdm_mae_rad": float(c), "tie_tuned_mae_rad": float(t)}
