@@ -37,7 +37,7 @@ RECIPE = {
     "script": "qpi",
     "seed": 2,
     "eval_images": 64,
-    "steps": 3500,
+    "steps": 2200,
     "steps_per_epoch": 50,
     "batch_size": 4,
     "image_size": 128,
