@@ -29,7 +29,7 @@ def _smooth_phase(size=48, seed=0):
                                                              (0.45, 0.35, 0.5),
                                                              (0.65, 0.15, 2.0)])
 def test_keras_tie_equals_the_numpy_solver_at_any_optics(wavelength, pixel_size, defocus):
-    # Same equation, same mirrored boundaries: the keras.ops solve in pixel units with
+    # Same equation, same periodic boundaries: the keras.ops solve in pixel units with
     # ε_pix equals physics.tie_phase in µm with ε = ε_pix / p⁴ (float32 vs float64).
     phase = _smooth_phase()
     i_minus, i_plus = defocus_pair(phase, wavelength, pixel_size, defocus)
@@ -39,7 +39,7 @@ def test_keras_tie_equals_the_numpy_solver_at_any_optics(wavelength, pixel_size,
     ours = keras.ops.convert_to_numpy(tie_estimates(difference, s, (1e-6, 1e-3)))[0]
     for k, eps in enumerate((1e-6, 1e-3)):
         theirs = tie_phase(i_minus, i_plus, wavelength, pixel_size, defocus,
-                           eps / pixel_size**4, boundary="symmetric")
+                           eps / pixel_size**4)
         np.testing.assert_allclose(ours[..., k], theirs, atol=2e-4 * np.abs(theirs).max())
 
 
@@ -62,13 +62,18 @@ def test_the_network_starts_from_tie_and_reads_the_optics_from_its_input():
         x = norm.pair_to_model(i_minus[None], i_plus[None], optics)
         tie = keras.ops.convert_to_numpy(net.physics(x))[0, ..., 1] * 3.5 / 2
         expected = tie_phase(i_minus, i_plus, *optics.values(),
-                             1e-6 / optics["pixel_size_um"] ** 4, boundary="symmetric")
+                             1e-6 / optics["pixel_size_um"] ** 4)
         np.testing.assert_allclose(tie, expected, atol=2e-3)
-        # μ = middle TIE + correction: the correction is the rest of the output.
+        # A new network is the middle TIE estimate (its gate starts at 0) ...
+        out = keras.ops.convert_to_numpy(net(x))[0, ..., 0]
+        np.testing.assert_allclose(out, tie * 2 / 3.5, atol=1e-5)
+        # ... and then adds gate × correction.
+        net.gate.assign(0.5)
         correction = keras.ops.convert_to_numpy(net.correction(keras.ops.concatenate(
             [x, net.physics(x)], axis=-1)))[0, ..., 0]
         np.testing.assert_allclose(keras.ops.convert_to_numpy(net(x))[0, ..., 0],
-                                   correction + tie * 2 / 3.5, atol=1e-5)
+                                   0.5 * correction + tie * 2 / 3.5, atol=1e-5)
+        net.gate.assign(0.0)
     with pytest.raises(ValueError, match="3 condition channels"):
         TIEMeanNetwork(widths=(8, 16)).build((None, 16, 16, 2))
 
