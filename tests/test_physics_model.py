@@ -64,16 +64,17 @@ def test_the_network_starts_from_tie_and_reads_the_optics_from_its_input():
         expected = tie_phase(i_minus, i_plus, *optics.values(),
                              1e-6 / optics["pixel_size_um"] ** 4)
         np.testing.assert_allclose(tie, expected, atol=2e-3)
-        # A new network is the middle TIE estimate (its gate starts at 0) ...
-        out = keras.ops.convert_to_numpy(net(x))[0, ..., 0]
-        np.testing.assert_allclose(out, tie * 2 / 3.5, atol=1e-5)
-        # ... and then adds gate × correction.
-        net.gate.assign(0.5)
-        correction = keras.ops.convert_to_numpy(net.correction(keras.ops.concatenate(
-            [x, net.physics(x)], axis=-1)))[0, ..., 0]
+        # A new network is the middle TIE estimate (the correction's output starts at 0) ...
         np.testing.assert_allclose(keras.ops.convert_to_numpy(net(x))[0, ..., 0],
-                                   0.5 * correction + tie * 2 / 3.5, atol=1e-5)
-        net.gate.assign(0.0)
+                                   tie * 2 / 3.5, atol=1e-5)
+    # ... and then adds the correction, which sees the measurement and the estimates.
+    last = net.correction.unet.weights[-2]
+    last.assign(np.full(last.shape, 0.01, "float32"))
+    correction = keras.ops.convert_to_numpy(net.correction(keras.ops.concatenate(
+        [x, net.physics(x)], axis=-1)))[0, ..., 0]
+    assert np.abs(correction).max() > 1e-3
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(net(x))[0, ..., 0],
+                               correction + tie * 2 / 3.5, atol=1e-5)
     with pytest.raises(ValueError, match="3 condition channels"):
         TIEMeanNetwork(widths=(8, 16)).build((None, 16, 16, 2))
 

@@ -13,8 +13,8 @@ so `s` scales the estimate and `ε` (per pixel⁴) trades low-frequency detail f
 `TIEMeanNetwork` computes this estimate for a few `ε` (periodic boundaries, as the
 simulator's: on its periodic fields a mirrored solve was measured 2.3× worse than the
 periodic one), feeds them with the measurement to a U-Net, and returns the middle estimate
-plus the U-Net's learned correction, scaled by a learned gate that starts at 0 (so a new
-model starts as TIE and only learns what improves on it): the Poisson solve,
+plus the U-Net's learned correction (its output convolution starts at zero, so a new model
+starts as TIE and learns what improves on it): the Poisson solve,
 which a convolutional network's receptive field cannot do over a whole field, comes from
 the FFT, and the network only has to correct it locally.
 
@@ -85,8 +85,8 @@ def tie_estimates(contrast_difference, fresnel, regularizations=DEFAULT_REGULARI
 class TIEMeanNetwork(keras.layers.Layer):
     """Mean network of a QPI CVDM: a TIE solve in `keras.ops` plus a learned correction.
 
-    `μ(x) = TIE_ε₂(x) + g·U([x, TIE_ε₁(x), TIE_ε₂(x), TIE_ε₃(x)])` in model units (`g` a
-    learned scalar, 0 at the start), where the
+    `μ(x) = TIE_ε₂(x) + U([x, TIE_ε₁(x), TIE_ε₂(x), TIE_ε₃(x)])` in model units (`U` starts
+    at zero: a new network is the TIE estimate), where the
     TIE estimates use the optics carried by `x`'s third channel (see the module
     docstring) and `U` is a `UNetRegressor`. Use as
     `CVDM(zero_mean=True, mean_network=TIEMeanNetwork(...))`.
@@ -142,7 +142,6 @@ class TIEMeanNetwork(keras.layers.Layer):
             )
         if not self.correction.built:
             self.correction.build(shape[:-1] + (3 + len(self.regularizations),))
-        self.gate = self.add_weight(shape=(), initializer="zeros", name="gate")
         self.built = True
 
     def compute_output_shape(self, input_shape):
@@ -159,8 +158,7 @@ class TIEMeanNetwork(keras.layers.Layer):
         tie = self.physics(x)
         features = ops.concatenate([ops.cast(x, tie.dtype), tie], axis=-1)
         start = tie[..., len(self.regularizations) // 2:][..., :1]
-        correction = ops.cast(self.correction(features, training=training), tie.dtype)
-        return start + ops.cast(self.gate, tie.dtype) * correction
+        return start + ops.cast(self.correction(features, training=training), tie.dtype)
 
     def get_config(self):
         config = super().get_config()
