@@ -10,7 +10,8 @@ BUILTIN_DIR = os.path.dirname(os.path.abspath(__file__))
 #: Built-in presets and what each one does (`from_preset(name)` loads it offline).
 BUILTIN_PRESETS = {
     "qpi": "Two-shot quantitative phase imaging: phase (rad) and its uncertainty from "
-    "intensities at -dz and +dz (λ 0.521 µm, pixel 0.21 µm, ±1 µm).",
+    "intensities at -dz and +dz, for λ 0.45–0.65 µm, pixel 0.15–0.35 µm, ±0.5–2 µm "
+    "(default optics λ 0.521 µm, pixel 0.21 µm, ±1 µm).",
     "sr-microscopy": "2× super-resolution of wide-field fluorescence images (Airy PSF, "
     "NA 1.3, 488 nm) with per-pixel uncertainty.",
 }
