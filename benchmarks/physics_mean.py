@@ -139,7 +139,7 @@ def main():
         f"{args.steps} steps of batch {args.batch_size} on whole 128² simulated fields over "
         f"the preset's optics range, U-Net widths {list(widths)}; aligned phase MAE (rad) "
         "on 16 validation fields (seed 20 000) per row. Runtime "
-        f"{time.time() - start:.0f} s.\n",
+        f"{time.time() - start:.0f} s (trained in this run: {', '.join(variants)}).\n",
         "| validation | " + " | ".join(scores) + " |",
         "|---|" + "---|" * len(scores),
     ]
@@ -152,6 +152,9 @@ def main():
         "\n`tie_tuned` is TIE alone with its regularisation tuned on these very images (an "
         "oracle). Bold: the lowest in the row. Training seconds per variant: "
         + ", ".join(f"{v} {s:.0f} s" for v, s in seconds.items()) + "."
+        + (f" Not retrained here (same settings, from an earlier run): "
+           f"{', '.join(v for v in seconds if v not in variants)}."
+           if any(v not in variants for v in seconds) else "")
     )
     write_section("physics_mean", "\n".join(lines),
                   {"scores": scores, "seconds": seconds, "steps": args.steps,

@@ -147,7 +147,8 @@ def main():
     from report import machine, write_section
 
     import keras_cvdm
-    from keras_cvdm.evaluation import QPI_OPTICS_ROWS, evaluate, flat_summary
+    from keras_cvdm.evaluation import evaluate, flat_summary
+    from keras_cvdm.evaluation import optics_table as optics_table_of
 
     start = time.time()
     qpi_model, sr_model = keras_cvdm.from_preset("qpi"), keras_cvdm.from_preset("sr-microscopy")
@@ -159,13 +160,7 @@ def main():
         levels = evaluate(qpi_model, num_images=args.qpi_images,
                           num_samples=args.samples)["levels"]
         qpi = {noise: flat_summary(level) for noise, level in levels.items()}
-        optics_table = []
-        for row in QPI_OPTICS_ROWS:
-            result = evaluate(qpi_model, num_images=8, noise_levels=(0.05,), optics=row,
-                              num_samples=args.samples)
-            optics_table.append({"changed": row, "optics": result["settings"]["optics"],
-                                 "levels": {n: flat_summary(level)
-                                            for n, level in result["levels"].items()}})
+        optics_table = optics_table_of(qpi_model, num_samples=args.samples)
     if not args.from_metadata and args.only in (None, "sr"):
         sr = flat_summary(evaluate(sr_model, num_images=args.sr_images,
                                    num_samples=args.samples)["levels"]["simulated"])

@@ -113,17 +113,8 @@ def calibrate(model, settings):
 def evaluate(model, num_images):
     fitted = calibrate(model, RECIPE["calibration"])
     model.metadata = dict(model.metadata, calibration=fitted)
-    optics_rows = []
     test = evaluation.evaluate(model, num_images=num_images)
-    for row in evaluation.QPI_OPTICS_ROWS:
-        result = evaluation.evaluate(model, num_images=OPTICS_IMAGES, optics=row,
-                                     noise_levels=OPTICS_NOISE)
-        optics_rows.append({
-            "changed": row, "optics": result["settings"]["optics"],
-            "levels": {noise: {k: v for k, v in evaluation.flat_summary(level).items()
-                               if k not in ("by_kind", "calibration_curve")}
-                       for noise, level in result["levels"].items()},
-        })
+    optics_rows = evaluation.optics_table(model, OPTICS_IMAGES, OPTICS_NOISE)
     return {"calibration": fitted,
             "qpi_test_set": {noise: evaluation.flat_summary(level)
                              for noise, level in test["levels"].items()},

@@ -521,8 +521,9 @@ def evaluate(model, data=None, num_images=64, image_size=128, noise_levels=None,
 
     Returns:
         dict: JSON-ready. `task`; `settings` (`data`, `num_images`, `image_size` `[H, W]`,
-        `noise_levels`, `num_samples`, `num_steps`, `sampler`, `seed`, `tile`, `overlap`,
-        `backend`, and `num_available` with `data`); `data_range` and `units`; `levels`:
+        `noise_levels`, `optics` (QPI: the µm optics used, else None), `num_samples`,
+        `num_steps`, `sampler`, `seed`, `tile`, `overlap`, `backend`, and `num_available`
+        with `data`); `data_range` and `units`; `levels`:
         one entry per noise level (`"0.05"`, ...), `"simulated"` (SR) or `"data"`, each
         with `num_images`, `methods` (`{method: scores}`: `mae`, `psnr`, `ssim`,
         `ms_ssim` for every method, plus `coverage_2sigma`, `std_error_spearman`,
@@ -739,6 +740,32 @@ QPI_OPTICS_ROWS = (
     {"defocus": 0.5}, {"defocus": 2.0},
     {"wavelength": 0.45, "pixel_size": 0.35, "defocus": 0.5},
 )
+
+
+def optics_table(model, num_images=8, noise_levels=(0.05,), **kwargs):
+    """`evaluate` at each row of `QPI_OPTICS_ROWS`, flat: the optics table of a QPI preset.
+
+    Args:
+        model: a QPI model trained over a range of optics.
+        num_images: simulated test images per noise level and row.
+        noise_levels: the rows' noise levels.
+        **kwargs: passed to `evaluate` (`num_samples`, `seed`, ...).
+
+    Returns:
+        list of `{"changed", "optics", "levels": {noise: flat_summary}}` (without the
+        per-kind breakdown and the calibration curve).
+    """
+    rows = []
+    for row in QPI_OPTICS_ROWS:
+        result = evaluate(model, num_images=num_images, noise_levels=noise_levels, optics=row,
+                          **kwargs)
+        rows.append({
+            "changed": row, "optics": result["settings"]["optics"],
+            "levels": {noise: {k: v for k, v in flat_summary(level).items()
+                               if k not in ("by_kind", "calibration_curve")}
+                       for noise, level in result["levels"].items()},
+        })
+    return rows
 
 
 def flat_summary(level):

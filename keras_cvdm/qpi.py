@@ -78,9 +78,8 @@ def reconstruct(
             f"i_minus and i_plus differ in shape: {i_minus.shape} vs {i_plus.shape}."
         )
     validation.check_intensity_pair(i_minus, i_plus)
-    optics = tasks.check_optics(model, wavelength=wavelength, pixel_size=pixel_size,
-                                defocus=defocus)
-    x = norm.pair_to_model(i_minus, i_plus, optics)
+    x = condition(model, i_minus, i_plus, norm, wavelength=wavelength,
+                  pixel_size=pixel_size, defocus=defocus)
     mean, std, samples = tasks.posterior(
         model, x, num_samples, seed=seed, num_steps=num_steps, sampler=sampler,
         batch_size=batch_size, tile=tile, overlap=overlap, align_offsets=True,
@@ -96,12 +95,13 @@ def reconstruct(
     return tuple(a[0] for a in out) if single else tuple(out)
 
 
-def condition(model, i_minus, i_plus, **optics):
+def condition(model, i_minus, i_plus, normalization=None, **optics):
     """The model input `x` of a defocus pair (what `reconstruct` hands the model).
 
     Args:
         model: a QPI `CVDM`.
         i_minus, i_plus: raw intensities `(N, H, W)`.
+        normalization: a `QPINormalization` (default: the model's).
         **optics: `wavelength`, `pixel_size`, `defocus` in micrometres (default: the
             model's), checked as in `reconstruct`.
 
@@ -109,5 +109,5 @@ def condition(model, i_minus, i_plus, **optics):
         `(N, H, W, C)` float32: the normalised pair, and the optics channel when the
         model's normalisation carries one.
     """
-    norm = tasks.normalization(model, "qpi")
+    norm = tasks.normalization(model, "qpi", normalization)
     return norm.pair_to_model(i_minus, i_plus, tasks.check_optics(model, **optics))

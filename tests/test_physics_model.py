@@ -202,3 +202,13 @@ def test_fine_tuning_an_optics_channel_preset_on_stored_pairs_is_refused(physics
     with pytest.raises(ValueError, match="do not record them"):
         training.train(str(tmp_path / "run"), data=pairs, from_preset=folder, epochs=1)
     assert not (tmp_path / "run").exists()
+
+
+def test_optics_table_scores_each_row_at_its_own_optics(physics_model):
+    rows = evaluation.optics_table(physics_model, num_images=1, image_size=16, num_samples=2)
+    assert [row["changed"] for row in rows] == list(evaluation.QPI_OPTICS_ROWS)
+    for row in rows:
+        assert {k: row["optics"][k] for k in row["changed"]} == row["changed"]
+        level = row["levels"]["0.05"]
+        assert level["num_images"] == 1 and "by_kind" not in level
+        assert np.isfinite(level["cvdm_mae_aligned"]) and level["tie_mae_aligned"] >= 0

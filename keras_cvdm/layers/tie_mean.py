@@ -157,7 +157,8 @@ class TIEMeanNetwork(keras.layers.Layer):
     def call(self, x, training=None):
         tie = self.physics(x)
         features = ops.concatenate([ops.cast(x, tie.dtype), tie], axis=-1)
-        start = tie[..., len(self.regularizations) // 2:][..., :1]
+        middle = len(self.regularizations) // 2
+        start = tie[..., middle:middle + 1]
         return start + ops.cast(self.correction(features, training=training), tie.dtype)
 
     def get_config(self):
