@@ -367,7 +367,13 @@ class CVDM(CVDMTrainer, keras.Model):
         x = ops.cast(x, "float32")
         y = ops.cast(y, "float32")
         batch = ops.shape(y)[0]
-        target = self.diffusion_target(x, y)
+        if self.zero_mean:
+            # One pass of μ serves both its MSE and the diffused residual (which must
+            # not train μ: the gradient of the residual stops there).
+            mean = ops.cast(self.mean_network(x), "float32")
+            target = (y - ops.stop_gradient(mean)) / self.target_scale
+        else:
+            target = self.diffusion_target(x, y)
         if t is None:
             t = self._draw(keras.random.uniform, (batch,))
         if eps is None:
@@ -393,7 +399,6 @@ class CVDM(CVDMTrainer, keras.Model):
             self.gamma_weight, self.alpha,
         )
         if self.zero_mean:
-            mean = ops.cast(self.mean_network(x), "float32")
             terms["mean_loss"] = ops.mean(ops.square(mean - y))
             total = total + self.mean_weight * terms["mean_loss"]
         return total, terms

@@ -103,28 +103,41 @@ def _cosine_unets():
                 denoiser=unet, zero_mean=True, mean_network=mean, num_timesteps=3, seed=1)
 
 
+def _tie_mean_network():
+    # The QPI physics mean network: its condition carries the optics code as a third channel.
+    mean = layers.TIEMeanNetwork(widths=(8,), regularizations=(1e-6, 1e-5), phase_span=2.0,
+                                 intensity_scale=0.5, embedding_dim=4)
+    return CVDM(schedule=LinearSchedule(), denoiser=PixelDenoiser(), zero_mean=True,
+                mean_network=mean, target_scale=0.5, num_timesteps=2, seed=4)
+
+
 # The loss weights each case sets (w_ε, w_β, w_prior, w_γ, α, w_mean), written out here so
 # that the logged total is checked against the arguments, not against the model's attributes.
 LOSS_WEIGHTS = {
     "learned-exact-residual-weights": (0.5, 1.5, 0.25, 3.0, 0.01, 0.0),
     "linear-zero-mean-convnet-embedding": (1.0, 2.0, 2.0, 2.0, 1e-3, 0.3),
     "cosine-unet-denoiser-and-regressor": (1.0, 2.0, 2.0, 2.0, 1e-3, 1.0),
+    "tie-mean-network": (1.0, 2.0, 2.0, 2.0, 1e-3, 1.0),
 }
 
 CASES = {
     "learned-exact-residual-weights": _learned_exact_residual,
     "linear-zero-mean-convnet-embedding": _linear_zero_mean,
     "cosine-unet-denoiser-and-regressor": _cosine_unets,
+    "tie-mean-network": _tie_mean_network,
 }
+
+#: Condition channels of each case's batch (two by default).
+CONDITION_CHANNELS = {"tie-mean-network": 3}
 
 DOCUMENTED = [CVDM, LearnedSchedule, LinearSchedule, CosineSchedule] + [
     getattr(layers, name) for name in layers.__all__
 ]
 
 
-def _batch(target_channels):
+def _batch(target_channels, condition_channels=2):
     rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, size=(2, SIZE, SIZE, 2)).astype("float32")
+    x = rng.uniform(-1, 1, size=(2, SIZE, SIZE, condition_channels)).astype("float32")
     y = np.tanh(x[..., :1] + rng.normal(0, 0.1, size=(2, SIZE, SIZE, target_channels)))
     return x, y.astype("float32")
 
@@ -140,7 +153,7 @@ def _as_json(config):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_option_trains_samples_and_round_trips(case, tmp_path):
     model = CASES[case]()
-    x, y = _batch(model.target_channels)
+    x, y = _batch(model.target_channels, CONDITION_CHANNELS.get(case, 2))
     # One eager step on TensorFlow: tracing a graph for a single step costs more than it saves.
     model.compile(optimizer=keras.optimizers.Adam(1e-2), run_eagerly=BACKEND == "tensorflow",
                   jit_compile=BACKEND == "jax")

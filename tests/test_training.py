@@ -178,6 +178,16 @@ def test_unreadable_backup_metadata_falls_back_to_the_previous_epoch(tmp_path):
     assert (backup / "latest.weights.h5").read_bytes() == b"old"
 
 
+def test_a_first_backup_cut_off_while_its_weights_were_written_is_dropped(tmp_path):
+    # Seen in a preset run killed during its first save: the weights file was torn,
+    # no metadata was written yet, and Keras's restore failed on the file.
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n")  # half an HDF5 header
+    assert training._completed_epochs(str(backup)) == 0
+    assert not (backup / "latest.weights.h5").exists()
+
+
 def test_resumed_run_sees_the_data_of_an_uninterrupted_run_and_ends_the_same(tmp_path,
                                                                              monkeypatch):
     """Batches are keyed (epoch, index) as in one uninterrupted run, also after a resume."""

@@ -121,11 +121,16 @@ def _completed_epochs(backup) -> int:
 
     Keras writes the weights, then `training_metadata.json` (`{"epoch": epochs done}`);
     with `double_checkpoint=True` the previous pair is first copied to `*.bkp`. A kill
-    while the JSON is written leaves it unreadable: the previous pair is put back.
+    while the JSON is written leaves it unreadable: the previous pair is put back. A kill
+    during the very first save leaves weights and no JSON: they are removed.
     """
     meta = os.path.join(backup, "training_metadata.json")
     weights = os.path.join(backup, "latest.weights.h5")
     if not os.path.exists(meta):
+        # No save finished: a weights file here is the first save, cut off while it was
+        # written (Keras would fail to load it, with no earlier pair to fall back on).
+        if os.path.exists(weights):
+            os.remove(weights)
         return 0
     try:
         with open(meta) as f:
