@@ -37,7 +37,7 @@ RECIPE = {
     "script": "qpi",
     "seed": 2,
     "eval_images": 64,
-    "steps": 1600,
+    "steps": 6000,
     "steps_per_epoch": 50,
     "batch_size": 4,
     "image_size": 128,

@@ -67,14 +67,20 @@ def test_the_network_starts_from_tie_and_reads_the_optics_from_its_input():
         # A new network is the middle TIE estimate (the correction's output starts at 0) ...
         np.testing.assert_allclose(keras.ops.convert_to_numpy(net(x))[0, ..., 0],
                                    tie * 2 / 3.5, atol=1e-5)
-    # ... and then adds the correction, which sees the measurement and the estimates.
+    # ... and then adds the correction, which sees the measurement and the estimates: its
+    # first channel less its image mean, and the image mean of its second (the one free
+    # phase constant), so the offset is the same at every pixel.
     last = net.correction.unet.weights[-2]
-    last.assign(np.full(last.shape, 0.01, "float32"))
+    last.assign(np.random.default_rng(0).normal(0, 0.01, last.shape).astype("float32"))
     correction = keras.ops.convert_to_numpy(net.correction(keras.ops.concatenate(
-        [x, net.physics(x)], axis=-1)))[0, ..., 0]
-    assert np.abs(correction).max() > 1e-3
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(net(x))[0, ..., 0],
-                               correction + tie * 2 / 3.5, atol=1e-5)
+        [x, net.physics(x)], axis=-1)))[0]
+    shape, offset = correction[..., 0], correction[..., 1]
+    assert np.abs(shape - shape.mean()).max() > 1e-3 and abs(offset.mean()) > 1e-4
+    assert np.abs(offset - offset.mean()).max() > 1e-4  # the offset channel varies ...
+    mean = keras.ops.convert_to_numpy(net(x))[0, ..., 0]
+    np.testing.assert_allclose(mean, tie * 2 / 3.5 + shape - shape.mean() + offset.mean(),
+                               atol=1e-5)  # ... its mean alone enters μ
+    np.testing.assert_allclose(mean.mean(), offset.mean(), atol=1e-5)  # TIE has zero mean
     with pytest.raises(ValueError, match="3 condition channels"):
         TIEMeanNetwork(widths=(8, 16)).build((None, 16, 16, 2))
 

@@ -85,8 +85,10 @@ def tie_estimates(contrast_difference, fresnel, regularizations=DEFAULT_REGULARI
 class TIEMeanNetwork(keras.layers.Layer):
     """Mean network of a QPI CVDM: a TIE solve in `keras.ops` plus a learned correction.
 
-    `μ(x) = TIE_ε₂(x) + U([x, TIE_ε₁(x), TIE_ε₂(x), TIE_ε₃(x)])` in model units (`U` starts
-    at zero: a new network is the TIE estimate), where the
+    `μ(x) = TIE_ε₂(x) + (U₀ − ⟨U₀⟩) + ⟨U₁⟩` in model units, `U = U([x, TIE_ε₁(x), TIE_ε₂(x),
+    TIE_ε₃(x)])` a two-channel correction and `⟨·⟩` the image mean: `U₀` corrects the
+    shape and `⟨U₁⟩` sets the image's one free phase constant (`U` starts at zero: a new
+    network is the TIE estimate), where the
     TIE estimates use the optics carried by `x`'s third channel (see the module
     docstring) and `U` is a `UNetRegressor`. Use as
     `CVDM(zero_mean=True, mean_network=TIEMeanNetwork(...))`.
@@ -125,7 +127,9 @@ class TIEMeanNetwork(keras.layers.Layer):
         self.phase_span = float(phase_span)
         self.intensity_scale = float(intensity_scale)
         self.output_channels = 1
-        self.correction = UNetRegressor(1, widths=tuple(widths), embedding_dim=embedding_dim,
+        # Two channels: a spatial correction (its image mean removed) and an offset
+        # (its image mean kept), see `call`.
+        self.correction = UNetRegressor(2, widths=tuple(widths), embedding_dim=embedding_dim,
                                         dtype=self.dtype_policy, name="correction")
 
     @property
@@ -159,7 +163,14 @@ class TIEMeanNetwork(keras.layers.Layer):
         features = ops.concatenate([ops.cast(x, tie.dtype), tie], axis=-1)
         middle = len(self.regularizations) // 2
         start = tie[..., middle:middle + 1]
-        return start + ops.cast(self.correction(features, training=training), tie.dtype)
+        correction = ops.cast(self.correction(features, training=training), tie.dtype)
+        # Intensities fix the phase only up to a constant, which the convention (background
+        # at phase_min) fixes from the whole field. A per-pixel output would guess that
+        # constant from each pixel's receptive field and leave a slowly varying error on
+        # fields without a flat background; here the offset is one number per image.
+        shape, offset = correction[..., :1], correction[..., 1:]
+        return (start + shape - ops.mean(shape, axis=(1, 2), keepdims=True)
+                + ops.mean(offset, axis=(1, 2), keepdims=True))
 
     def get_config(self):
         config = super().get_config()
