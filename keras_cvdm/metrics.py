@@ -20,6 +20,8 @@ method is not penalised for its intensity scale).
 Uncertainty (pooled over every pixel given): `mean_and_std` (the posterior mean and the
 sample std with `ddof=1`, the convention of `CVDM.predict_uncertainty`), `coverage`,
 `calibration_curve` and `spearman` (SciPy, the `metrics` extra).
+
+Scale of an error: `band_errors`, the error's RMS in bands of spatial frequency.
 """
 
 from statistics import NormalDist
@@ -53,6 +55,60 @@ def _as_batch(a, b):
             "Add a leading batch axis for a single image."
         )
     return a, b
+
+
+def radial_frequency(height, width):
+    """Spatial frequency of each FFT coefficient, in cycles per field, `(H, W)`.
+
+    Along each axis a coefficient's frequency is its number of periods across the
+    image (`numpy.fft.fftfreq(n) * n`); the radial frequency is the length of that
+    pair. The zero frequency (the image mean) is 0, the slowest non-constant modes 1.
+    """
+    fy = np.fft.fftfreq(height) * height
+    fx = np.fft.fftfreq(width) * width
+    return np.hypot(fy[:, None], fx[None, :])
+
+
+def band_errors(estimate, target, edges):
+    """Root-mean-square error in bands of spatial frequency, per image.
+
+    The error `estimate − target` is split by its Fourier coefficients' radial frequency
+    `k` (cycles per field, `radial_frequency`) into the bands `edges[i] ≤ k < edges[i+1]`.
+    By Parseval's theorem the squared band errors of bands that cover every frequency
+    add up to the mean squared error, so they say at which scales an estimate is wrong:
+    the lowest bands are large-scale shape (for phase from intensities, what the
+    transport-of-intensity equation measures worst), the highest are edges and texture.
+    Compare phase after `align_phase` (the mean, `k = 0`, is then equal).
+
+    Args:
+        estimate (array-like): `(..., H, W)`.
+        target (array-like): same shape.
+        edges (Sequence[float]): increasing band edges in cycles per field; the last
+            may be `inf`.
+
+    Returns:
+        np.ndarray: float64, `(..., len(edges) − 1)`, the error's RMS in each band.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.arange(32) / 32
+        >>> error = 0.3 * np.cos(2 * np.pi * 3 * x)[None, :] * np.ones((32, 1))
+        >>> np.round(band_errors(error, np.zeros((32, 32)), [0.5, 2, 4, np.inf]), 6).tolist()
+        [0.0, 0.212132, 0.0]
+    """
+    estimate, target = _same_shape(estimate=estimate, target=target)
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0) or edges[0] < 0:
+        raise ValueError(
+            f"`edges` must be two or more increasing frequencies >= 0, got {edges.tolist()}."
+        )
+    height, width = estimate.shape[-2:]
+    power = np.abs(np.fft.fft2(estimate - target)) ** 2 / float(height * width) ** 2
+    k = radial_frequency(height, width)
+    return np.sqrt(np.stack(
+        [power[..., (k >= lo) & (k < hi)].sum(axis=-1) for lo, hi in zip(edges[:-1], edges[1:])],
+        axis=-1,
+    ))
 
 
 def _numpy(values):

@@ -192,3 +192,31 @@ def test_spearman_without_scipy_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy", None)
     with pytest.raises(ImportError, match=r"keras-cvdm\[metrics\]"):
         metrics.spearman(np.arange(3.0), np.arange(3.0))
+
+
+def test_band_errors_add_up_to_the_mean_squared_error_parseval():
+    rng = np.random.default_rng(0)
+    estimate, target = rng.normal(size=(2, 3, 24, 40))
+    bands = metrics.band_errors(estimate, target, [0, 1.5, 4, 9.5, np.inf])
+    assert bands.shape == (3, 4)
+    np.testing.assert_allclose((bands**2).sum(axis=-1), ((estimate - target) ** 2).mean(axis=(1, 2)),
+                               rtol=1e-10)
+    # The k = 0 band is the mean error, which phase alignment removes.
+    aligned = metrics.align_phase(estimate, target)
+    np.testing.assert_allclose(metrics.band_errors(aligned, target, [0, 0.5])[:, 0], 0, atol=1e-12)
+
+
+def test_band_errors_put_a_single_mode_in_its_band_with_its_rms():
+    yy, xx = np.mgrid[:48, :64]
+    # 3 periods down, 4 across: radial frequency 5 cycles per field, RMS a / sqrt(2).
+    mode = 0.7 * np.sin(2 * np.pi * (3 * yy / 48 + 4 * xx / 64) + 0.4)
+    bands = metrics.band_errors(mode, np.zeros_like(mode), [0.5, 4.9, 5.1, np.inf])
+    np.testing.assert_allclose(bands, [0.0, 0.7 / np.sqrt(2), 0.0], atol=1e-12)
+    assert metrics.radial_frequency(48, 64)[3, 4] == pytest.approx(5.0)
+    assert metrics.radial_frequency(48, 64)[-3, -4] == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("edges", [[1.0], [2.0, 1.0], [-1.0, 2.0], [[0.0, 1.0]]])
+def test_band_errors_refuse_edges_that_are_not_increasing(edges):
+    with pytest.raises(ValueError, match="increasing"):
+        metrics.band_errors(np.zeros((8, 8)), np.zeros((8, 8)), edges)
