@@ -5,8 +5,9 @@ import platform
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
-ORDER = ["preset_quality", "physics_mean", "error_spectrum", "quality", "train_speed", "train_speed_gpu",
-         "sample_speed", "sample_speed_gpu", "scaling", "scaling_gpu", "tiling", "tie_baseline"]
+ORDER = ["preset_quality", "physics_mean", "error_spectrum", "quality", "train_speed",
+         "train_speed_gpu", "sample_speed", "sample_speed_gpu", "scaling", "scaling_gpu",
+         "tiling", "tie_baseline"]
 
 
 def machine():

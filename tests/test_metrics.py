@@ -199,8 +199,8 @@ def test_band_errors_add_up_to_the_mean_squared_error_parseval():
     estimate, target = rng.normal(size=(2, 3, 24, 40))
     bands = metrics.band_errors(estimate, target, [0, 1.5, 4, 9.5, np.inf])
     assert bands.shape == (3, 4)
-    np.testing.assert_allclose((bands**2).sum(axis=-1), ((estimate - target) ** 2).mean(axis=(1, 2)),
-                               rtol=1e-10)
+    mse = ((estimate - target) ** 2).mean(axis=(1, 2))
+    np.testing.assert_allclose((bands**2).sum(axis=-1), mse, rtol=1e-10)
     # The k = 0 band is the mean error, which phase alignment removes.
     aligned = metrics.align_phase(estimate, target)
     np.testing.assert_allclose(metrics.band_errors(aligned, target, [0, 0.5])[:, 0], 0, atol=1e-12)
