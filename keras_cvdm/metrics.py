@@ -58,11 +58,20 @@ def _as_batch(a, b):
 
 
 def radial_frequency(height, width):
-    """Spatial frequency of each FFT coefficient, in cycles per field, `(H, W)`.
+    """Spatial frequency of each FFT coefficient of an `(H, W)` image, in cycles per field.
 
-    Along each axis a coefficient's frequency is its number of periods across the
-    image (`numpy.fft.fftfreq(n) * n`); the radial frequency is the length of that
-    pair. The zero frequency (the image mean) is 0, the slowest non-constant modes 1.
+    Along each axis a coefficient's frequency is its number of periods across the image
+    (`numpy.fft.fftfreq(n) * n`); the radial frequency is the length of that pair. The
+    zero frequency (the image mean) is 0, the slowest non-constant modes 1. On a
+    non-square image the axes are counted in periods across their own length, so a band
+    of radial frequency is an ellipse in cycles per pixel.
+
+    Args:
+        height (int): image height `H`.
+        width (int): image width `W`.
+
+    Returns:
+        np.ndarray: float64, `(H, W)`, in `numpy.fft.fft2`'s coefficient order.
     """
     fy = np.fft.fftfreq(height) * height
     fx = np.fft.fftfreq(width) * width
@@ -83,8 +92,8 @@ def band_errors(estimate, target, edges):
     Args:
         estimate (array-like): `(..., H, W)`.
         target (array-like): same shape.
-        edges (Sequence[float]): increasing band edges in cycles per field; the last
-            may be `inf`.
+        edges (Sequence[float]): increasing band edges in cycles per field, finite but
+            for the last, which may be `inf`.
 
     Returns:
         np.ndarray: float64, `(..., len(edges) − 1)`, the error's RMS in each band.
@@ -97,10 +106,17 @@ def band_errors(estimate, target, edges):
         [0.0, 0.212132, 0.0]
     """
     estimate, target = _same_shape(estimate=estimate, target=target)
-    edges = np.asarray(edges, dtype=np.float64)
-    if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0) or edges[0] < 0:
+    if estimate.ndim < 2:
         raise ValueError(
-            f"`edges` must be two or more increasing frequencies >= 0, got {edges.tolist()}."
+            f"band_errors takes images `(..., H, W)`; got shape {estimate.shape}. Pass a "
+            "2-D image or a stack of them."
+        )
+    edges = np.asarray(edges, dtype=np.float64)
+    if (edges.ndim != 1 or edges.size < 2 or not np.all(edges[1:] > edges[:-1])
+            or edges[0] < 0 or not np.all(np.isfinite(edges[:-1]))):
+        raise ValueError(
+            "`edges` must be two or more increasing frequencies >= 0 (only the last may be "
+            f"inf), got {edges.tolist()}."
         )
     height, width = estimate.shape[-2:]
     power = np.abs(np.fft.fft2(estimate - target)) ** 2 / float(height * width) ** 2

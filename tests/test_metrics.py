@@ -216,7 +216,16 @@ def test_band_errors_put_a_single_mode_in_its_band_with_its_rms():
     assert metrics.radial_frequency(48, 64)[-3, -4] == pytest.approx(5.0)
 
 
-@pytest.mark.parametrize("edges", [[1.0], [2.0, 1.0], [-1.0, 2.0], [[0.0, 1.0]]])
+def test_band_errors_bands_include_their_lower_edge_only():
+    mode = np.cos(2 * np.pi * 3 * np.arange(16) / 16)[None, :] * np.ones((16, 1))  # k = 3
+    bands = metrics.band_errors(mode, np.zeros_like(mode), [0, 3, 6])
+    np.testing.assert_allclose(bands, [0.0, np.sqrt(0.5)], atol=1e-12)
+
+
+@pytest.mark.parametrize("edges", [[1.0], [2.0, 1.0], [-1.0, 2.0], [[0.0, 1.0]],
+                                   [0.0, np.inf, np.inf], [0.0, np.nan, 2.0]])
 def test_band_errors_refuse_edges_that_are_not_increasing(edges):
     with pytest.raises(ValueError, match="increasing"):
         metrics.band_errors(np.zeros((8, 8)), np.zeros((8, 8)), edges)
+    with pytest.raises(ValueError, match=r"\(\.\.\., H, W\)"):
+        metrics.band_errors(np.zeros(8), np.zeros(8), [0, 1])
