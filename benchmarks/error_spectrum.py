@@ -41,10 +41,9 @@ def with_band(estimate, source, band):
     """`estimate` with its Fourier coefficients in `band` (cycles per field) from `source`."""
     import numpy as np
 
-    from keras_cvdm.metrics import radial_frequency
+    from keras_cvdm.metrics import frequency_bands
 
-    k = radial_frequency(*estimate.shape[-2:])
-    inside = (k >= band[0]) & (k < band[1])
+    inside = frequency_bands(*estimate.shape[-2:], band)[0]
     spectrum = np.where(inside, np.fft.fft2(source), np.fft.fft2(estimate))
     return np.real(np.fft.ifft2(spectrum))
 
@@ -58,13 +57,11 @@ def best_blend(estimate, source, truth, edges=EDGES):
     """
     import numpy as np
 
-    from keras_cvdm.metrics import radial_frequency
+    from keras_cvdm.metrics import frequency_bands
 
-    k = radial_frequency(*estimate.shape[-2:])
     e, s, t = (np.fft.fft2(a) for a in (estimate, source, truth))
     blended = e.copy()
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        inside = (k >= lo) & (k < hi)
+    for inside in frequency_bands(*estimate.shape[-2:], edges):
         step, wanted = (s - e)[..., inside], (t - e)[..., inside]
         w = np.real(np.sum(np.conj(step) * wanted, axis=-1)) / np.maximum(
             np.sum(np.abs(step) ** 2, axis=-1), 1e-30)
@@ -89,6 +86,7 @@ def score_level(model, noise, num_images, num_samples):
     i_minus, i_plus, phase, kinds = qpi_test_set(num_images, 128, noise, return_kinds=True)
     posterior = qpi.reconstruct(model, i_minus, i_plus, num_samples=num_samples, seed=0)[0]
     x = qpi.condition(model, i_minus, i_plus)
+
     def in_batches(fn):
         return np.concatenate([keras.ops.convert_to_numpy(fn(x[i:i + 8]))
                                for i in range(0, len(x), 8)])

@@ -21,7 +21,8 @@ Uncertainty (pooled over every pixel given): `mean_and_std` (the posterior mean 
 sample std with `ddof=1`, the convention of `CVDM.predict_uncertainty`), `coverage`,
 `calibration_curve` and `spearman` (SciPy, the `metrics` extra).
 
-Scale of an error: `band_errors`, the error's RMS in bands of spatial frequency.
+Scale of an error: `band_errors`, the error's RMS in bands of spatial frequency
+(`frequency_bands`, `radial_frequency`).
 """
 
 from statistics import NormalDist
@@ -78,6 +79,30 @@ def radial_frequency(height, width):
     return np.hypot(fy[:, None], fx[None, :])
 
 
+def frequency_bands(height, width, edges):
+    """Masks of the bands `edges[i] ≤ k < edges[i+1]` of radial frequency (cycles per field).
+
+    Args:
+        height (int): image height `H`.
+        width (int): image width `W`.
+        edges (Sequence[float]): increasing band edges in cycles per field, finite but
+            for the last, which may be `inf`.
+
+    Returns:
+        np.ndarray: bool, `(len(edges) − 1, H, W)`, in `numpy.fft.fft2`'s coefficient
+        order (`radial_frequency`).
+    """
+    edges = np.asarray(edges, dtype=np.float64)
+    if (edges.ndim != 1 or edges.size < 2 or not np.all(edges[1:] > edges[:-1])
+            or edges[0] < 0 or not np.all(np.isfinite(edges[:-1]))):
+        raise ValueError(
+            "`edges` must be two or more increasing frequencies >= 0 (only the last may be "
+            f"inf), got {edges.tolist()}."
+        )
+    k = radial_frequency(height, width)
+    return np.stack([(k >= lo) & (k < hi) for lo, hi in zip(edges[:-1], edges[1:])])
+
+
 def band_errors(estimate, target, edges):
     """Root-mean-square error in bands of spatial frequency, per image.
 
@@ -111,20 +136,10 @@ def band_errors(estimate, target, edges):
             f"band_errors takes images `(..., H, W)`; got shape {estimate.shape}. Pass a "
             "2-D image or a stack of them."
         )
-    edges = np.asarray(edges, dtype=np.float64)
-    if (edges.ndim != 1 or edges.size < 2 or not np.all(edges[1:] > edges[:-1])
-            or edges[0] < 0 or not np.all(np.isfinite(edges[:-1]))):
-        raise ValueError(
-            "`edges` must be two or more increasing frequencies >= 0 (only the last may be "
-            f"inf), got {edges.tolist()}."
-        )
     height, width = estimate.shape[-2:]
+    bands = frequency_bands(height, width, edges)
     power = np.abs(np.fft.fft2(estimate - target)) ** 2 / float(height * width) ** 2
-    k = radial_frequency(height, width)
-    return np.sqrt(np.stack(
-        [power[..., (k >= lo) & (k < hi)].sum(axis=-1) for lo, hi in zip(edges[:-1], edges[1:])],
-        axis=-1,
-    ))
+    return np.sqrt(np.stack([power[..., band].sum(axis=-1) for band in bands], axis=-1))
 
 
 def _numpy(values):

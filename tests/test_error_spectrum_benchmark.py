@@ -1,16 +1,12 @@
 """The band substitution of `benchmarks/error_spectrum.py`."""
 
-import importlib.util
-import os
-
 import numpy as np
 
 from keras_cvdm.metrics import band_errors
 
-_PATH = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "error_spectrum.py")
-_SPEC = importlib.util.spec_from_file_location("error_spectrum_benchmark", _PATH)
-error_spectrum = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(error_spectrum)
+from .benchmark_module import load_benchmark
+
+error_spectrum = load_benchmark("error_spectrum")
 
 
 def test_with_band_takes_the_band_from_the_source_and_keeps_the_rest():

@@ -216,6 +216,14 @@ def test_band_errors_put_a_single_mode_in_its_band_with_its_rms():
     assert metrics.radial_frequency(48, 64)[-3, -4] == pytest.approx(5.0)
 
 
+def test_frequency_bands_partition_the_spectrum_by_radial_frequency():
+    bands = metrics.frequency_bands(12, 20, [0, 1, 4.5, np.inf])
+    assert bands.shape == (3, 12, 20) and bands.dtype == bool
+    np.testing.assert_array_equal(bands.sum(axis=0), 1)  # every coefficient in one band
+    k = metrics.radial_frequency(12, 20)
+    np.testing.assert_array_equal(bands[1], (k >= 1) & (k < 4.5))
+
+
 def test_band_errors_bands_include_their_lower_edge_only():
     mode = np.cos(2 * np.pi * 3 * np.arange(16) / 16)[None, :] * np.ones((16, 1))  # k = 3
     bands = metrics.band_errors(mode, np.zeros_like(mode), [0, 3, 6])

@@ -1,9 +1,7 @@
 """`benchmarks/quality.py`: its uncertainty scoring (against Gaussian closed forms) and the
 selection of cached runs to re-score."""
 
-import importlib.util
 import json
-import os
 from statistics import NormalDist
 
 import numpy as np
@@ -11,12 +9,11 @@ import pytest
 
 from keras_cvdm import metrics
 
+from .benchmark_module import load_benchmark
+
 pytest.importorskip("scipy")
 
-_PATH = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "quality.py")
-_SPEC = importlib.util.spec_from_file_location("quality_benchmark", _PATH)
-quality = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(quality)
+quality = load_benchmark("quality")
 
 
 def test_calibrated_gaussian_errors_give_the_nominal_coverage():

@@ -1,16 +1,13 @@
 """The per-stage peak-memory reading of `benchmarks/sample_speed.py`."""
 
-import importlib.util
 import mmap
-import os
 import sys
 
 import pytest
 
-_PATH = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "sample_speed.py")
-_SPEC = importlib.util.spec_from_file_location("sample_speed_benchmark", _PATH)
-sample_speed = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(sample_speed)
+from .benchmark_module import load_benchmark
+
+sample_speed = load_benchmark("sample_speed")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux only)")
