@@ -24,6 +24,15 @@ uninterrupted run. The work folder holds:
 - `metrics.json`: the evaluation's scores, with the weights' sha256 and the number of
   test images they belong to (a rerun that only lacks the preset reuses them).
 
+A recipe may add a second stage, `refine`: from the first stage's final (moving-average)
+weights, training goes on for `refine["steps"]` more steps with a fresh Adam without a
+moving average (its own learning rate, cosine decay and clipping) on data of its own seed
+(`refine["data_seed"]`). It runs in `refine/` inside the work folder, which holds the
+same files for that stage, its recipe recording the sha256 of the weights it started
+from; it resumes like the first stage, and the preset holds its final weights. A first
+stage finished earlier is reused as it is: adding `refine` to a recipe does not change
+the first stage's recipe.
+
 The preset itself is written to a temporary folder and moved into place: `--output`
 holds a complete preset or none.
 """
@@ -47,6 +56,7 @@ LOG_FILE = "log.csv"
 FINAL_WEIGHTS = "final.weights.h5"
 TRAINED_FILE = "trained.json"
 METRICS_FILE = "metrics.json"
+REFINE_DIR = "refine"
 #: Runs whose simulated data exceeds this many bytes are simulated batch by batch.
 MAX_IN_MEMORY = 2 * 1024**3
 
@@ -237,6 +247,44 @@ def _train(model, recipe, make_dataset, workdir, epochs, chunk):
     return seconds
 
 
+def _compile(model, optimizer, decay_steps):
+    """Adam with cosine decay over `decay_steps` (a moving average if it has `ema_momentum`)."""
+    import keras
+
+    lr = keras.optimizers.schedules.CosineDecay(
+        optimizer["learning_rate"], decay_steps=decay_steps,
+        alpha=optimizer["final_lr_fraction"],
+    )
+    ema = optimizer.get("ema_momentum")
+    model.compile(optimizer=keras.optimizers.Adam(
+        lr, global_clipnorm=optimizer["global_clipnorm"], use_ema=ema is not None,
+        ema_momentum=ema if ema is not None else 0.99,
+    ))
+
+
+def _stage_recipe(recipe, workdir):
+    """The recipe of the `refine` stage (see the module docstring) of a first stage in `workdir`."""
+    from keras_cvdm.presets.loader import sha256_of
+
+    stage = recipe["refine"]
+    base = {k: v for k, v in recipe.items() if k != "refine"}
+    return dict(base, seed=stage["data_seed"], steps=stage["steps"],
+                optimizer={k: v for k, v in stage.items() if k not in ("steps", "data_seed")},
+                starts_from=sha256_of(os.path.join(workdir, FINAL_WEIGHTS)))
+
+
+def _refine(model, recipe, make_dataset, workdir):
+    """Train the `refine` stage on from the first stage's final weights; its seconds."""
+    stage_dir = os.path.join(workdir, REFINE_DIR)
+    os.makedirs(stage_dir, exist_ok=True)
+    stage = _stage_recipe(recipe, workdir)
+    _check_workdir(stage_dir, stage)
+    chunk = stage["steps_per_epoch"]
+    epochs = max(1, round(stage["steps"] / chunk))
+    _compile(model, stage["optimizer"], epochs * chunk)
+    return _train(model, stage, make_dataset, stage_dir, epochs, chunk)
+
+
 def _evaluate(model, evaluate, num_images, workdir):
     """`evaluate(model, num_images)`, or the scores an earlier run got for these weights."""
     from keras_cvdm.presets.loader import sha256_of
@@ -273,41 +321,38 @@ def run(recipe, make_dataset, evaluate, args):
             f"{args.output} already holds a preset; pass --overwrite or another --output."
         )
     os.makedirs(args.workdir, exist_ok=True)
-    _check_workdir(args.workdir, recipe)
+    first = {k: v for k, v in recipe.items() if k != "refine"}
+    _check_workdir(args.workdir, first)
     chunk = recipe["steps_per_epoch"]
     epochs = max(1, round(recipe["steps"] / chunk))
     model = build_model(recipe)
-    opt = recipe["optimizer"]
-    lr = keras.optimizers.schedules.CosineDecay(
-        opt["learning_rate"], decay_steps=epochs * chunk, alpha=opt["final_lr_fraction"]
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(
-            lr, global_clipnorm=opt["global_clipnorm"], use_ema=True,
-            ema_momentum=opt["ema_momentum"],
-        )
-    )
+    _compile(model, recipe["optimizer"], epochs * chunk)
     model.build((None, None, None, recipe["model"]["condition_channels"]))
+    # The folder that holds the run's last stage.
+    last = os.path.join(args.workdir, REFINE_DIR) if "refine" in recipe else args.workdir
     if args.eval_only:
-        trained = _read_json(os.path.join(args.workdir, TRAINED_FILE))
-        final = os.path.join(args.workdir, FINAL_WEIGHTS)
-        if not isinstance(trained, dict) or not os.path.exists(final):
+        final = os.path.join(last, FINAL_WEIGHTS)
+        done = [_read_json(os.path.join(d, TRAINED_FILE)) for d in {args.workdir, last}]
+        if not all(isinstance(t, dict) for t in done) or not os.path.exists(final):
             raise SystemExit(
-                f"{args.workdir} holds no finished training ({TRAINED_FILE}, "
+                f"{last} holds no finished training ({TRAINED_FILE}, "
                 f"{FINAL_WEIGHTS}); run without --eval-only first."
             )
         model.optimizer.build(model.trainable_variables)
         model.load_weights(final)
-        train_seconds = trained.get("seconds", 0)
+        train_seconds = sum(t.get("seconds", 0) for t in done)
     else:
-        train_seconds = _train(model, recipe, make_dataset, args.workdir, epochs, chunk)
+        train_seconds = _train(model, first, make_dataset, args.workdir, epochs, chunk)
+        if "refine" in recipe:
+            train_seconds += _refine(model, recipe, make_dataset, args.workdir)
     print(f"training: {train_seconds:.0f} s; evaluating", flush=True)
     model.metadata = dict(recipe["metadata"])
-    metrics = _evaluate(model, evaluate, args.eval_images, args.workdir)
+    metrics = _evaluate(model, evaluate, args.eval_images, last)
     print(json.dumps(metrics, indent=2), flush=True)
     metadata = dict(recipe["metadata"])
     metadata["training"] = {
         key: recipe[key] for key in ("steps", "batch_size", "image_size", "seed", "optimizer")
+        + (("refine",) if "refine" in recipe else ())
     }
     metadata["training"].update(
         backend=keras.backend.backend(),

@@ -50,3 +50,36 @@ def test_best_blend_weight_is_the_grid_optimum():
     best = np.min([band_errors(estimate + w * (source - estimate), truth, edges)
                    for w in grid], axis=0)
     np.testing.assert_allclose(blended, best, rtol=1e-5)
+
+
+def test_band_gain_is_the_wiener_gain_and_leaves_the_wiener_error():
+    # Truth of power P per pixel, seen through independent white noise of power N: in every
+    # ring the least-squares gain tends to P / (P + N) and the band's error to P·N / (P + N).
+    rng = np.random.default_rng(4)
+    power, noise = 1.0, 0.5
+    truth = rng.normal(scale=np.sqrt(power), size=(4000, 16, 16))
+    source = truth + rng.normal(scale=np.sqrt(noise), size=truth.shape)
+    band = (0.5, 2.5)
+    gain = error_spectrum.band_gain(source, truth, band)
+    inside = gain != 0
+    # Rings |k|² = 1, 2, 4, 5 lie in the band; nothing outside it.
+    assert inside.sum() == 4 + 4 + 4 + 8
+    np.testing.assert_allclose(gain[inside], power / (power + noise), rtol=0.03)
+    estimate = error_spectrum.with_band(truth, error_spectrum.apply_gain(source, gain), band)
+    # White noise of power v per pixel puts v·(coefficients in band)/(H·W) in the band's MSE.
+    expected = power * noise / (power + noise) * inside.sum() / 16**2
+    measured = (band_errors(estimate, truth, [0.5, 2.5])[:, 0] ** 2).mean()
+    np.testing.assert_allclose(measured, expected, rtol=0.03)
+
+
+def test_band_gain_recovers_a_known_linear_filter():
+    # A noiseless source that is the truth scaled differently per ring: gain = 1 / scale.
+    rng = np.random.default_rng(5)
+    truth = rng.normal(size=(8, 16, 16))
+    k2 = np.round(np.add.outer(*(2 * [(np.fft.fftfreq(16) * 16) ** 2])), 6)
+    scale = 1.0 + k2
+    source = np.real(np.fft.ifft2(np.fft.fft2(truth) * scale))
+    gain = error_spectrum.band_gain(source, truth, (0.5, 1.5))
+    np.testing.assert_allclose(gain[(k2 >= 0.25) & (k2 < 2.25)],
+                               1 / scale[(k2 >= 0.25) & (k2 < 2.25)], rtol=1e-9)
+    assert np.all(gain[(k2 < 0.25) | (k2 >= 2.25)] == 0)

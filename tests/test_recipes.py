@@ -218,3 +218,70 @@ def test_a_rerun_with_another_recipe_is_refused(tmp_path):
     preset_training._check_workdir(work, recipe)  # the same recipe: resumes
     with pytest.raises(SystemExit, match=r"differs in: steps\b.*another --workdir"):
         preset_training._check_workdir(work, dict(recipe, steps=8))
+
+
+def refined_recipe():
+    """The tiny recipe with a two-chunk `refine` stage (no moving average, fresh data)."""
+    return dict(tiny_recipe(), refine={"steps": 4, "data_seed": 7, "learning_rate": 1e-3,
+                                       "final_lr_fraction": 0.5, "global_clipnorm": 1.0})
+
+
+def run_recipe(root, recipe, *extra):
+    args = preset_training.parse_args(recipe, "", folders(root) + list(extra))
+    preset_training.run(recipe, train_sr_preset.make_dataset, tiny_evaluate, args)
+    return os.path.join(root, "preset")
+
+
+def test_refine_trains_on_from_a_first_stage_finished_earlier(tmp_path, capsys):
+    root = str(tmp_path)
+    work, stage_dir = os.path.join(root, "work"), os.path.join(root, "work", "refine")
+    run_recipe(root, tiny_recipe())  # a run of the recipe without the stage
+    first = os.path.join(work, "final.weights.h5")
+    first_weights, first_written = arrays(first), os.stat(first).st_mtime_ns
+    capsys.readouterr()
+
+    preset = run_recipe(root, refined_recipe(), "--overwrite")
+    assert "training was done earlier" in capsys.readouterr().out  # stage 1 reused as is
+    assert os.stat(first).st_mtime_ns == first_written
+    with open(os.path.join(stage_dir, "recipe.json")) as f:
+        stage = json.load(f)
+    from keras_cvdm.presets.loader import sha256_of
+
+    assert stage["starts_from"] == sha256_of(first)
+    assert stage["seed"] == 7 and stage["steps"] == 4 and "ema_momentum" not in stage["optimizer"]
+    with open(os.path.join(work, "recipe.json")) as f:
+        assert "refine" not in json.load(f)
+    with open(os.path.join(stage_dir, "log.csv"), newline="") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1]
+    refined = arrays(os.path.join(stage_dir, "final.weights.h5"))
+    assert_same_weights(preset, refined)
+    # The model's arrays (the files also hold each stage's own optimizer state).
+    model_arrays = [n for n in refined if not n.startswith("optimizer/")]
+    assert model_arrays and set(model_arrays) <= set(first_weights)
+    moved = [n for n in model_arrays
+             if not np.allclose(refined[n], first_weights[n], rtol=0, atol=1e-7)]
+    assert moved, "the refine stage left every weight where the first stage put it"
+    with open(os.path.join(preset, "metadata.json")) as f:
+        training = json.load(f)["training"]
+    assert training["refine"] == refined_recipe()["refine"]
+
+    # A crash after the stage's last chunk but before its final weights: made from its
+    # backup, without training either stage again; --eval-only reads the same weights.
+    for name in ("final.weights.h5", "trained.json"):
+        os.remove(os.path.join(stage_dir, name))
+    preset = run_recipe(root, refined_recipe(), "--overwrite")
+    assert_same_weights(preset, refined)
+    with open(os.path.join(stage_dir, "log.csv"), newline="") as f:
+        assert len(list(csv.DictReader(f))) == 2
+    preset = run_recipe(root, refined_recipe(), "--overwrite", "--eval-only")
+    assert_same_weights(preset, refined)
+
+
+def test_the_refine_stage_compiles_without_a_moving_average():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    opt = tiny_recipe()["optimizer"]
+    preset_training._compile(model, opt, 10)
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == opt["ema_momentum"]
+    preset_training._compile(model, refined_recipe()["refine"], 10)
+    assert not model.optimizer.use_ema
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
