@@ -19,15 +19,14 @@ measures through `ω²` and so worst) taken from the truth; with its middle band
 regularised of the TIE estimates inside the mean network): how far a per-image,
 per-scale choice between the model and a physics estimate it already computes could go.
 
-A last row per group asks how much of the slowest modes the measurement holds at all:
-the truth with its lowest band replaced by the best *linear* estimate from the
-unregularised TIE solve (`linear floor`: one least-squares gain per frequency magnitude,
-fitted per phantom kind on four times as many validation fields, of their own seed). Its
-lowest-band RMS is the error that a linear estimator, even one told the object's kind,
-leaves there; for a Gaussian field under Gaussian noise no estimator leaves less (the
-package's random fields are Gaussian up to their min–max scaling). Its MAE is what would
-remain if every other scale were exact. Only prior knowledge of the object, such as a
-flat background, can go below it.
+A last row per group asks how much of the slowest modes a linear reading of the
+intensities holds: the truth with its lowest band replaced by the best per-frequency linear
+filter of the unregularised TIE solve (`linear floor`: one least-squares gain per frequency
+magnitude, fitted per phantom kind on four times as many validation fields, of their own
+seed). Its lowest-band RMS is what such a filter, even one told the object's kind, leaves
+there; its MAE is what would remain if every other scale were exact. It is not a bound
+for every estimator: the intensities depend nonlinearly on the phase, and an estimator
+that reads all scales together, or knows the object (a flat background), can go below it.
 
 Writes the "Error by spatial scale" section of RESULTS.md and
 `results/error_spectrum.json` (every kind's numbers).
@@ -208,9 +207,9 @@ def main():
         "error (rad) in bands of spatial frequency (cycles per 128-pixel field; "
         "`metrics.band_errors`), pooled over the images; the squares of a row add up to "
         "its mean squared error. `tie` is tuned on these very images (an oracle). `linear "
-        "floor` is the truth with its lowest band from the best linear estimate (gains per "
-        "kind fitted on validation fields): the slowest-mode error any linear estimator "
-        "leaves, with every other band exact.\n",
+        "floor` is the truth with its lowest band from the best per-frequency linear filter of the "
+        "unregularised TIE solve (gains per kind fitted on validation fields), every other "
+        "band exact: what that filter leaves in the slowest modes.\n",
         "| noise | images | estimate | MAE | " + " | ".join(bands) + " |",
         "|---|---|---|---|" + "---|" * len(bands),
     ]

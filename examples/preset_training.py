@@ -69,7 +69,8 @@ def parse_args(recipe, description, argv=None):
     parser.add_argument("--workdir", default=os.path.join("runs", recipe["name"]),
                         help="checkpoints and logs (a rerun resumes from here)")
     parser.add_argument("--steps", type=int, default=recipe["steps"],
-                        help="training steps (the shipped preset's value is the default)")
+                        help="training steps of the first stage (the shipped preset's "
+                        "value is the default; a recipe's refine stage keeps its own)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
     parser.add_argument("--overwrite", action="store_true", help="replace --output")
     parser.add_argument("--eval-images", type=int, default=recipe.get("eval_images", 8),
@@ -159,6 +160,11 @@ def _check_workdir(workdir, recipe):
         _write_json(path, recipe)
         return
     changed = sorted(k for k in set(earlier) | set(recipe) if earlier.get(k) != recipe.get(k))
+    if changed == ["starts_from"]:
+        raise SystemExit(
+            f"{workdir} holds a refine stage that started from other first-stage weights "
+            "than those now in the work folder. Delete that folder to refine the new ones."
+        )
     if changed:
         raise SystemExit(
             f"{workdir} holds a run of another recipe (it differs in: {', '.join(changed)}). "
@@ -267,6 +273,11 @@ def _stage_recipe(recipe, workdir):
     from keras_cvdm.presets.loader import sha256_of
 
     stage = recipe["refine"]
+    if stage["data_seed"] == recipe["seed"]:
+        raise SystemExit(
+            f"refine's data_seed ({stage['data_seed']}) is the first stage's seed: the stage "
+            "would replay the first stage's data. Give it a seed of its own."
+        )
     base = {k: v for k, v in recipe.items() if k != "refine"}
     return dict(base, seed=stage["data_seed"], steps=stage["steps"],
                 optimizer={k: v for k, v in stage.items() if k not in ("steps", "data_seed")},
@@ -331,6 +342,12 @@ def run(recipe, make_dataset, evaluate, args):
     # The folder that holds the run's last stage.
     last = os.path.join(args.workdir, REFINE_DIR) if "refine" in recipe else args.workdir
     if args.eval_only:
+        if "refine" in recipe and os.path.exists(os.path.join(args.workdir, FINAL_WEIGHTS)):
+            # The stage's weights must be those of this recipe's stage, and its optimizer
+            # the one they were saved with.
+            stage = _stage_recipe(recipe, args.workdir)
+            _check_workdir(last, stage)
+            _compile(model, stage["optimizer"], stage["steps"])
         final = os.path.join(last, FINAL_WEIGHTS)
         done = [_read_json(os.path.join(d, TRAINED_FILE)) for d in {args.workdir, last}]
         if not all(isinstance(t, dict) for t in done) or not os.path.exists(final):

@@ -52,7 +52,8 @@ RECIPE = {
               "target_scale": 0.1},
     "optimizer": {"name": "adam", "learning_rate": 1e-3, "final_lr_fraction": 0.05,
                   "global_clipnorm": 1.0, "ema_momentum": 0.995},
-    # Then 3000 more steps without the moving average, at a lower rate, on fresh data.
+    # Then 3000 more steps: a warm restart at a fifth of the peak rate, without the
+    # moving average, on data of another seed.
     "refine": {"steps": 3000, "data_seed": 3, "learning_rate": 2e-4,
                "final_lr_fraction": 0.05, "global_clipnorm": 1.0},
     "calibration": {"images": 16, "noise_levels": [0.05, 0.1], "seed": 20_000},

@@ -275,6 +275,26 @@ def test_refine_trains_on_from_a_first_stage_finished_earlier(tmp_path, capsys):
         assert len(list(csv.DictReader(f))) == 2
     preset = run_recipe(root, refined_recipe(), "--overwrite", "--eval-only")
     assert_same_weights(preset, refined)
+    assert os.path.exists(os.path.join(stage_dir, "metrics.json"))
+
+    # The stage starts from the first stage's weights: at learning rate 0 it ends on them.
+    still = str(tmp_path / "still")
+    shutil.copytree(work, os.path.join(still, "work"), ignore=shutil.ignore_patterns("refine"))
+    frozen = refined_recipe()
+    frozen["refine"]["learning_rate"] = 0.0
+    preset = run_recipe(still, frozen)
+    assert_same_weights(preset, first_weights)
+    # Another stage recipe in the same folder, or first-stage weights changed under it,
+    # is refused rather than mixed.
+    with pytest.raises(SystemExit, match="another recipe"):
+        run_recipe(still, refined_recipe(), "--overwrite")
+    shutil.copy(os.path.join(stage_dir, "final.weights.h5"),
+                os.path.join(still, "work", "final.weights.h5"))
+    with pytest.raises(SystemExit, match="other first-stage weights.*Delete that folder"):
+        run_recipe(still, frozen, "--overwrite")
+    with pytest.raises(SystemExit, match="seed of its own"):
+        run_recipe(still, dict(frozen, refine=dict(frozen["refine"], data_seed=frozen["seed"])),
+                   "--overwrite")
 
 
 def test_the_refine_stage_compiles_without_a_moving_average():
