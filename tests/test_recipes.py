@@ -286,15 +286,16 @@ def test_refine_trains_on_from_a_first_stage_finished_earlier(tmp_path, capsys):
     assert_same_weights(preset, first_weights)
     # Another stage recipe in the same folder, or first-stage weights changed under it,
     # is refused rather than mixed.
+    still_stage = os.path.join(still, "work", "refine")
     with pytest.raises(SystemExit, match="another recipe"):
-        run_recipe(still, refined_recipe(), "--overwrite")
-    shutil.copy(os.path.join(stage_dir, "final.weights.h5"),
-                os.path.join(still, "work", "final.weights.h5"))
+        preset_training._check_workdir(
+            still_stage, preset_training._stage_recipe(refined_recipe(), work))
     with pytest.raises(SystemExit, match="other first-stage weights.*Delete that folder"):
-        run_recipe(still, frozen, "--overwrite")
+        preset_training._check_workdir(still_stage, preset_training._stage_recipe(
+            frozen, stage_dir))  # stage_dir's final weights as the first stage's
+    same_seed = dict(frozen, refine=dict(frozen["refine"], data_seed=frozen["seed"]))
     with pytest.raises(SystemExit, match="seed of its own"):
-        run_recipe(still, dict(frozen, refine=dict(frozen["refine"], data_seed=frozen["seed"])),
-                   "--overwrite")
+        preset_training._stage_recipe(same_seed, work)
 
 
 def test_the_refine_stage_compiles_without_a_moving_average():
