@@ -262,38 +262,38 @@ def _compile(model, optimizer, decay_steps):
         alpha=optimizer["final_lr_fraction"],
     )
     ema = optimizer.get("ema_momentum")
+    average = {"use_ema": True, "ema_momentum": ema} if ema is not None else {}
     model.compile(optimizer=keras.optimizers.Adam(
-        lr, global_clipnorm=optimizer["global_clipnorm"], use_ema=ema is not None,
-        ema_momentum=ema if ema is not None else 0.99,
-    ))
+        lr, global_clipnorm=optimizer["global_clipnorm"], **average))
 
 
-def _stage_recipe(recipe, workdir):
-    """The recipe of the `refine` stage (see the module docstring) of a first stage in `workdir`."""
+def _stage_recipe(first, refine, workdir):
+    """The recipe of the `refine` stage (module docstring) after `first`, run in `workdir`."""
     from keras_cvdm.presets.loader import sha256_of
 
-    stage = recipe["refine"]
-    if stage["data_seed"] == recipe["seed"]:
+    if refine["data_seed"] == first["seed"]:
         raise SystemExit(
-            f"refine's data_seed ({stage['data_seed']}) is the first stage's seed: the stage "
+            f"refine's data_seed ({refine['data_seed']}) is the first stage's seed: the stage "
             "would replay the first stage's data. Give it a seed of its own."
         )
-    base = {k: v for k, v in recipe.items() if k != "refine"}
-    return dict(base, seed=stage["data_seed"], steps=stage["steps"],
-                optimizer={k: v for k, v in stage.items() if k not in ("steps", "data_seed")},
+    return dict(first, seed=refine["data_seed"], steps=refine["steps"],
+                optimizer={k: v for k, v in refine.items() if k not in ("steps", "data_seed")},
                 starts_from=sha256_of(os.path.join(workdir, FINAL_WEIGHTS)))
 
 
-def _refine(model, recipe, make_dataset, workdir):
-    """Train the `refine` stage on from the first stage's final weights; its seconds."""
+def _start_stage(model, first, refine, workdir):
+    """Check (or record) the `refine` stage's recipe in its folder and compile its optimizer.
+
+    Returns:
+        `(stage recipe, stage folder, chunks)`.
+    """
     stage_dir = os.path.join(workdir, REFINE_DIR)
     os.makedirs(stage_dir, exist_ok=True)
-    stage = _stage_recipe(recipe, workdir)
+    stage = _stage_recipe(first, refine, workdir)
     _check_workdir(stage_dir, stage)
-    chunk = stage["steps_per_epoch"]
-    epochs = max(1, round(stage["steps"] / chunk))
-    _compile(model, stage["optimizer"], epochs * chunk)
-    return _train(model, stage, make_dataset, stage_dir, epochs, chunk)
+    epochs = max(1, round(stage["steps"] / stage["steps_per_epoch"]))
+    _compile(model, stage["optimizer"], epochs * stage["steps_per_epoch"])
+    return stage, stage_dir, epochs
 
 
 def _evaluate(model, evaluate, num_images, workdir):
@@ -345,9 +345,7 @@ def run(recipe, make_dataset, evaluate, args):
         if "refine" in recipe and os.path.exists(os.path.join(args.workdir, FINAL_WEIGHTS)):
             # The stage's weights must be those of this recipe's stage, and its optimizer
             # the one they were saved with.
-            stage = _stage_recipe(recipe, args.workdir)
-            _check_workdir(last, stage)
-            _compile(model, stage["optimizer"], stage["steps"])
+            _start_stage(model, first, recipe["refine"], args.workdir)
         final = os.path.join(last, FINAL_WEIGHTS)
         done = [_read_json(os.path.join(d, TRAINED_FILE)) for d in {args.workdir, last}]
         if not all(isinstance(t, dict) for t in done) or not os.path.exists(final):
@@ -361,7 +359,9 @@ def run(recipe, make_dataset, evaluate, args):
     else:
         train_seconds = _train(model, first, make_dataset, args.workdir, epochs, chunk)
         if "refine" in recipe:
-            train_seconds += _refine(model, recipe, make_dataset, args.workdir)
+            stage, stage_dir, stage_epochs = _start_stage(model, first, recipe["refine"],
+                                                          args.workdir)
+            train_seconds += _train(model, stage, make_dataset, stage_dir, stage_epochs, chunk)
     print(f"training: {train_seconds:.0f} s; evaluating", flush=True)
     model.metadata = dict(recipe["metadata"])
     metrics = _evaluate(model, evaluate, args.eval_images, last)

@@ -288,14 +288,14 @@ def test_refine_trains_on_from_a_first_stage_finished_earlier(tmp_path, capsys):
     # is refused rather than mixed.
     still_stage = os.path.join(still, "work", "refine")
     with pytest.raises(SystemExit, match="another recipe"):
-        preset_training._check_workdir(
-            still_stage, preset_training._stage_recipe(refined_recipe(), work))
+        preset_training._check_workdir(still_stage, preset_training._stage_recipe(
+            tiny_recipe(), refined_recipe()["refine"], work))
     with pytest.raises(SystemExit, match="other first-stage weights.*Delete that folder"):
         preset_training._check_workdir(still_stage, preset_training._stage_recipe(
-            frozen, stage_dir))  # stage_dir's final weights as the first stage's
-    same_seed = dict(frozen, refine=dict(frozen["refine"], data_seed=frozen["seed"]))
+            tiny_recipe(), frozen["refine"], stage_dir))  # the stage's weights as the first's
     with pytest.raises(SystemExit, match="seed of its own"):
-        preset_training._stage_recipe(same_seed, work)
+        preset_training._stage_recipe(
+            tiny_recipe(), dict(frozen["refine"], data_seed=tiny_recipe()["seed"]), work)
 
 
 def test_the_refine_stage_compiles_without_a_moving_average():
