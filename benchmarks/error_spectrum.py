@@ -6,8 +6,8 @@ On the QPI test set (seed 10 000, 128×128, noise 0.05 and 0.1, the preset's opt
 aligned phase error of three estimates is split into bands of spatial frequency
 (`keras_cvdm.metrics.band_errors`, cycles per field):
 
-- `cvdm`: the posterior mean (8 samples, the preset's sampler, seed 0, as
-  `keras_cvdm.evaluation.evaluate`);
+- `cvdm`: the posterior mean (8 samples, the preset's sampler, seed 0, with the preset's
+  band blend with TIE, as `keras_cvdm.evaluation.evaluate`);
 - `mean network`: `μ(x)` alone (the TIE solve plus its learned correction, no diffusion);
 - `tie`: TIE with its regularisation tuned on the same images (an oracle).
 
@@ -206,7 +206,9 @@ def main():
         f"images per noise level, {args.num_samples} samples). RMS of the aligned phase "
         "error (rad) in bands of spatial frequency (cycles per 128-pixel field; "
         "`metrics.band_errors`), pooled over the images; the squares of a row add up to "
-        "its mean squared error. `tie` is tuned on these very images (an oracle). `linear "
+        "its mean squared error. `cvdm` is the posterior mean with the preset's band blend "
+        "with TIE (`keras_cvdm.calibration`), `mean network` μ(x) alone. `tie` is tuned on "
+        "these very images (an oracle). `linear "
         "floor` is the truth with its lowest band from the best per-frequency linear filter of the "
         "unregularised TIE solve (gains per kind fitted on validation fields), every other "
         "band exact: what that filter leaves in the slowest modes.\n",

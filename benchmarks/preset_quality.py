@@ -8,7 +8,8 @@ Both come from `keras_cvdm.evaluation.evaluate` (every score from `keras_cvdm.me
 - `qpi`: aligned phase MAE (rad) on the QPI test set (`qpi_test_set`, seed 10 000, never
   used in training; 64 images of 128×128 per noise level, 0.05 and 0.1), per phantom kind,
   against the transport-of-intensity baseline with its regularisation tuned on the same
-  images (an oracle); the Spearman ρ of the std with the absolute error, the coverage of
+  images (an oracle), the posterior mean with its stored band blend with TIE
+  (`keras_cvdm.calibration`); the Spearman ρ of the std with the absolute error, the coverage of
   mean ± 2σ and the calibration curve; an optics table (`evaluation.QPI_OPTICS_ROWS`, 8
   images per row at noise 0.05).
 - `sr-microscopy`: PSNR and SSIM on the SR test set (seed 20 000) against Richardson–Lucy
@@ -61,6 +62,17 @@ def _qpi_lines(qpi, optics_table, calibration):
             f"{r['mean_std_rad']:.3f} |"
         )
     if calibration:
+        blend = calibration.get("band_blend")
+        if blend:
+            edges = blend["edges_cycles_per_pixel"]
+            bands = ", ".join(
+                f"{128 * lo:g}–{128 * hi:g}: {w:.2f}" if hi < 1 else f"≥ {128 * lo:g}: {w:.2f}"
+                for lo, hi, w in zip(edges[:-1], edges[1:], blend["weights"]))
+            lines.append(
+                f"\nThe posterior mean is blended with the TIE solve per band of spatial "
+                f"frequency (`keras_cvdm.calibration`; weight of the TIE by band, cycles per "
+                f"128 pixels: {bands}), fitted on {calibration['fitted_on']}."
+            )
         lines.append(
             f"\nThe std is multiplied by {calibration['std_scale']:.3f}, fitted on "
             f"{calibration['fitted_on']} (coverage of ±2σ there before: "

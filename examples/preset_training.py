@@ -143,8 +143,17 @@ def _read_json(path):
         return None
 
 
+#: Recipe keys that act only once training is over (evaluation and calibration): a run
+#: found in the work folder is resumed, or evaluated again, whatever they say.
+AFTER_TRAINING = ("eval_images", "calibration")
+
+
 def _check_workdir(workdir, recipe):
-    """Record `recipe` in `workdir`, or check it is the recipe of the run found there."""
+    """Record `recipe` in `workdir`, or check it is the recipe of the run found there.
+
+    Keys in `AFTER_TRAINING` are not compared: the folder keeps the recipe it was trained
+    with, and a changed evaluation or calibration applies to its weights as they are.
+    """
     path = os.path.join(workdir, RECIPE_FILE)
     recipe = json.loads(json.dumps(recipe))
     earlier = _read_json(path)
@@ -159,7 +168,8 @@ def _check_workdir(workdir, recipe):
             )
         _write_json(path, recipe)
         return
-    changed = sorted(k for k in set(earlier) | set(recipe) if earlier.get(k) != recipe.get(k))
+    changed = sorted(k for k in set(earlier) | set(recipe)
+                     if k not in AFTER_TRAINING and earlier.get(k) != recipe.get(k))
     if changed == ["starts_from"]:
         raise SystemExit(
             f"{workdir} holds a refine stage that started from other first-stage weights "
@@ -296,12 +306,15 @@ def _start_stage(model, first, refine, workdir):
     return stage, stage_dir, epochs
 
 
-def _evaluate(model, evaluate, num_images, workdir):
-    """`evaluate(model, num_images)`, or the scores an earlier run got for these weights."""
+def _evaluate(model, evaluate, num_images, workdir, calibration=None):
+    """`evaluate(model, num_images)`, or the scores an earlier run got for these weights.
+
+    Scores are reused only for the same weights, test images and calibration settings.
+    """
     from keras_cvdm.presets.loader import sha256_of
 
     path = os.path.join(workdir, METRICS_FILE)
-    key = {"eval_images": num_images,
+    key = {"eval_images": num_images, "calibration": calibration,
            "weights_sha256": sha256_of(os.path.join(workdir, FINAL_WEIGHTS))}
     cached = _read_json(path)
     if isinstance(cached, dict) and all(cached.get(k) == v for k, v in key.items()):
@@ -364,7 +377,7 @@ def run(recipe, make_dataset, evaluate, args):
             train_seconds += _train(model, stage, make_dataset, stage_dir, stage_epochs, chunk)
     print(f"training: {train_seconds:.0f} s; evaluating", flush=True)
     model.metadata = dict(recipe["metadata"])
-    metrics = _evaluate(model, evaluate, args.eval_images, last)
+    metrics = _evaluate(model, evaluate, args.eval_images, last, recipe.get("calibration"))
     print(json.dumps(metrics, indent=2), flush=True)
     metadata = dict(recipe["metadata"])
     metadata["training"] = {
@@ -379,7 +392,7 @@ def run(recipe, make_dataset, evaluate, args):
         script=f"examples/train_{recipe['script']}_preset.py",
     )
     metadata["validation"] = metrics
-    if "calibration" in metrics:  # a std factor fitted on validation data
+    if "calibration" in metrics:  # fitted on validation data (keras_cvdm.calibration)
         metadata["calibration"] = metrics["calibration"]
     _write_preset_folder(model, args.output, metadata)
     print(f"preset written to {args.output}")

@@ -1,12 +1,23 @@
-"""Calibration of a model's posterior std: one factor, fitted on validation data.
+"""Calibration of a trained model's output, fitted on validation data.
 
-A diffusion model's sample spread can be off by a roughly constant factor (too few
-training steps, an EMA of the weights, a sampler with few steps). `fit_std_scale`
-finds the factor `c` for which the interval `mean ± k·c·σ` covers the chosen fraction
-of the true values on data with known truth, and `std_scale(model)` reads the factor
-stored in a model's metadata (`metadata["calibration"]["std_scale"]`, 1 when absent),
-which `keras_cvdm.qpi.reconstruct` applies. Fit it on validation data, never on the
-test set it is scored on; `keras_cvdm.metrics.calibration_curve` shows the result.
+Two corrections, each fitted on data with known truth (validation fields, never the
+test set they are scored on) and stored in the model's `metadata["calibration"]`, which
+`keras_cvdm.qpi.reconstruct` applies:
+
+- **The posterior std, one factor.** A diffusion model's sample spread can be off by a
+  roughly constant factor (too few training steps, an EMA of the weights, a sampler with
+  few steps). `fit_std_scale` finds the factor `c` for which `mean ± k·c·σ` covers the
+  chosen fraction of the true values; `std_scale(model)` reads it (1 when absent).
+  `keras_cvdm.metrics.calibration_curve` shows the result.
+- **A blend of the estimate with a physics estimate, per band of spatial frequency.**
+  Where a learned correction adds error at some scales that a physics solve does not
+  have, `estimate + w_b·P_b(source − estimate)` (`P_b` keeps the Fourier coefficients in
+  band `b`, `w_b` in [0, 1]) takes part of each band from the physics. `fit_band_blend`
+  finds the least-squares `w_b`; `blend_bands` applies them; `band_blend(model)` reads
+  them (None when absent), and `weights_at_fresnel_number` lowers them for optics whose
+  TIE solve is noisier than on the fields they were fitted on. Bands are in cycles per
+  pixel, so one blend serves every image size; the zero frequency (the free phase
+  constant) is never touched.
 """
 
 from __future__ import annotations
@@ -52,6 +63,147 @@ def fit_std_scale(estimate, std, truth, k=2.0, coverage=GAUSSIAN_COVERAGE_2SIGMA
         )
     ratio = np.abs(estimate - truth) / np.maximum(std, np.finfo(np.float64).tiny)
     return float(np.quantile(ratio, coverage) / k)
+
+
+#: Edges of the blend's bands in cycles per pixel: 0.5, 1.5, 3, 6, 12 and 24 cycles across
+#: a 128-pixel field, and everything finer (no FFT coefficient lies above √2/2 < 1).
+BLEND_EDGES = (0.5 / 128, 1.5 / 128, 3 / 128, 6 / 128, 12 / 128, 24 / 128, 1.0)
+
+
+def band_masks(height, width, edges=BLEND_EDGES):
+    """`(B, H, W)` bool: the FFT coefficients with `edges[b] ≤ |f| < edges[b+1]` (cycles/pixel).
+
+    Examples:
+        >>> band_masks(8, 8, (0.1, 0.3, float("inf"))).sum(axis=(1, 2)).tolist()
+        [20, 43]
+    """
+    edges = np.asarray(edges, np.float64)
+    if (edges.ndim != 1 or edges.size < 2 or edges[0] <= 0
+            or not np.all(edges[1:] > edges[:-1])):
+        raise ValueError(
+            "`edges` must be two or more increasing frequencies > 0 in cycles per pixel "
+            f"(the last may be inf), got {edges.tolist()}."
+        )
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(height), np.fft.fftfreq(width), indexing="ij"))
+    return np.stack([(f >= lo) & (f < hi) for lo, hi in zip(edges[:-1], edges[1:])])
+
+
+def _shapes(*arrays):
+    arrays = [np.asarray(a, np.float64) for a in arrays]
+    if len({a.shape for a in arrays}) != 1 or arrays[0].ndim < 2:
+        raise ValueError(
+            "the arrays must share one shape (..., H, W), got "
+            f"{', '.join(str(a.shape) for a in arrays)}."
+        )
+    return arrays
+
+
+def fit_band_blend(estimate, source, truth, edges=BLEND_EDGES):
+    """The weights `w_b` in [0, 1] with which `blend_bands` brings `estimate` closest to `truth`.
+
+    In each band, the least-squares weight of the step `source − estimate` towards the
+    residual `truth − estimate`, pooled over every image's Fourier coefficients in the
+    band, `Re Σ conj(s − e)·(t − e) / Σ |s − e|²`, clipped to [0, 1]. For two estimates
+    with independent errors of powers `A` (estimate) and `B` (source) it is `A / (A + B)`.
+
+    Args:
+        estimate, source, truth: arrays of one shape `(..., H, W)`.
+        edges: band edges in cycles per pixel (`BLEND_EDGES`).
+
+    Returns:
+        list of floats, one per band.
+
+    Examples:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> truth = rng.standard_normal((64, 32, 32))
+        >>> estimate = truth + 1.0 * rng.standard_normal(truth.shape)   # error power 1
+        >>> source = truth + 2.0 * rng.standard_normal(truth.shape)     # error power 4
+        >>> [round(w, 1) for w in fit_band_blend(estimate, source, truth, (0.01, 1.0))]
+        [0.2]
+    """
+    estimate, source, truth = _shapes(estimate, source, truth)
+    e, s, t = (np.fft.fft2(a) for a in (estimate, source, truth))
+    weights = []
+    for inside in band_masks(*estimate.shape[-2:], edges):
+        step, wanted = (s - e)[..., inside], (t - e)[..., inside]
+        power = np.sum(np.abs(step) ** 2)
+        w = np.real(np.sum(np.conj(step) * wanted)) / power if power > 0 else 0.0
+        weights.append(float(np.clip(w, 0.0, 1.0)))
+    return weights
+
+
+def blend_bands(estimate, source, weights, edges=BLEND_EDGES):
+    """`estimate + Σ_b w_b·P_b(source − estimate)`: band `b` of `source` at weight `w_b`.
+
+    Args:
+        estimate, source: arrays of one shape `(..., H, W)`.
+        weights: one weight in [0, 1] per band (`fit_band_blend`).
+        edges: band edges in cycles per pixel.
+
+    Returns:
+        float32 array of `estimate`'s shape.
+
+    Examples:
+        >>> import numpy as np
+        >>> e, s = np.zeros((8, 8)), np.random.default_rng(0).standard_normal((8, 8))
+        >>> bool(np.allclose(blend_bands(e, s, [1.0], (1e-9, float("inf"))), s - s.mean()))
+        True
+    """
+    estimate, source = _shapes(estimate, source)
+    masks = band_masks(*estimate.shape[-2:], edges)
+    weights = np.asarray(weights, np.float64)
+    if weights.shape != (len(masks),) or not np.all((weights >= 0) & (weights <= 1)):
+        raise ValueError(
+            f"`weights` must be {len(masks)} numbers in [0, 1] (one per band), got "
+            f"{weights.tolist()}."
+        )
+    gain = np.tensordot(weights, masks.astype(np.float64), axes=1)
+    e = np.fft.fft2(estimate)
+    blended = e + gain * (np.fft.fft2(source) - e)
+    return np.real(np.fft.ifft2(blended)).astype(np.float32)
+
+
+def weights_at_fresnel_number(weights, fitted, fresnel):
+    """Blend weights fitted at Fresnel number `fitted`, for images taken at `fresnel`.
+
+    A least-squares weight is `A / (A + B)`, `A` the estimate's error power in the band,
+    `B` the TIE solve's. The TIE's phase noise grows as `1/s` (`φ = (π/s)·∇⁻²(ΔI/Ī)` in
+    pixel units), so below the fitted `s` its power is `B·(fitted/s)²` and the weight
+    falls accordingly; above it the weights are kept (the TIE's linearisation error grows
+    with `s`, which the noise model does not cover).
+
+    Examples:
+        >>> weights_at_fresnel_number([0.0, 0.5, 1.0], fitted=10.0, fresnel=5.0)
+        [0.0, 0.2, 1.0]
+        >>> weights_at_fresnel_number([0.5], fitted=10.0, fresnel=20.0)
+        [0.5]
+    """
+    grow = max(1.0, (fitted / fresnel) ** 2)
+    return [w / (w + (1.0 - w) * grow) if w > 0 else 0.0 for w in weights]
+
+
+def band_blend(model):
+    """The blend stored in `model.metadata["calibration"]["band_blend"]`, or None.
+
+    A dict `{"weights": [...], "edges_cycles_per_pixel": [...], "tie_regularization_pixel":
+    ε, "fresnel_number": s}`: `keras_cvdm.qpi.reconstruct` blends its posterior mean with
+    the TIE solve at regularisation `ε` (per pixel⁴, as `keras_cvdm.layers.tie_mean`) with
+    these weights, fitted on images of Fresnel number `s` (`weights_at_fresnel_number`
+    adapts them to other optics).
+    """
+    stored = (getattr(model, "metadata", None) or {}).get("calibration") or {}
+    blend = stored.get("band_blend")
+    if blend is None:
+        return None
+    missing = {"weights", "edges_cycles_per_pixel", "tie_regularization_pixel",
+               "fresnel_number"} - set(blend)
+    if missing:
+        raise ValueError(
+            f"metadata['calibration']['band_blend'] lacks {sorted(missing)}; refit it with "
+            "examples/train_qpi_preset.py --eval-only or remove it."
+        )
+    return blend
 
 
 def std_scale(model):

@@ -2,8 +2,9 @@
 
 import numpy as np
 
-from keras_cvdm import calibration, tasks, validation
+from keras_cvdm import calibration, physics, tasks, validation
 from keras_cvdm.data.normalization import QPINormalization
+from keras_cvdm.physics.propagation import fresnel_number
 
 
 def reconstruct(
@@ -51,9 +52,13 @@ def reconstruct(
         `(phase, std)`: the posterior mean phase and its standard deviation in radians,
         each with the shape of `i_minus`. A model whose metadata holds a calibration
         (`keras_cvdm.calibration`) has its std, and the samples' spread about the
-        mean, multiplied by the stored factor. Phase follows the training convention (a
-        phase map whose background is near 0 rad). With `return_samples`, a third array
-        of samples in radians, `(num_samples, H, W)` (or `(N, num_samples, H, W)`).
+        mean, multiplied by the stored factor, and, when it stores a band blend, its mean
+        blended per band of spatial frequency with the TIE solve of the same pair
+        (periodic boundaries, the optics used; less of it where the optics make the TIE
+        noisier than on the fields the blend was fitted on), the samples moved with it.
+        Phase follows the training convention (a phase map whose background is near 0
+        rad). With `return_samples`, a third array of samples in radians,
+        `(num_samples, H, W)` (or `(N, num_samples, H, W)`).
 
     Examples:
         >>> import keras_cvdm
@@ -87,12 +92,32 @@ def reconstruct(
     )
     scale = calibration.std_scale(model)
     span = norm.phase_max - norm.phase_min
-    out = [norm.denormalize_phase(mean[..., 0]),
-           (scale * std[..., 0] * span / 2.0).astype(np.float32)]
+    phase = norm.denormalize_phase(mean[..., 0])
+    blended = _blend_with_tie(model, phase, i_minus, i_plus, wavelength=wavelength,
+                              pixel_size=pixel_size, defocus=defocus)
+    out = [blended, (scale * std[..., 0] * span / 2.0).astype(np.float32)]
     if return_samples:
-        spread = mean[:, None] + scale * (samples - mean[:, None])
-        out.append(norm.denormalize_phase(spread[..., 0]))
+        deviation = norm.denormalize_phase(samples[..., 0]) - phase[:, None]
+        out.append((blended[:, None] + scale * deviation).astype(np.float32))
     return tuple(a[0] for a in out) if single else tuple(out)
+
+
+def _blend_with_tie(model, phase, i_minus, i_plus, **optics):
+    """`phase` blended per frequency band with the TIE solve, as the model's calibration says."""
+    blend = calibration.band_blend(model)
+    if blend is None:
+        return phase
+    used = tasks.check_optics(model, **optics)
+    pixel = used["pixel_size_um"]
+    tie = physics.tie_phase(
+        i_minus, i_plus, wavelength=used["wavelength_um"], pixel_size=pixel,
+        defocus=used["defocus_um"],
+        regularization=blend["tie_regularization_pixel"] / pixel ** 4,
+    )
+    fresnel = fresnel_number(used["wavelength_um"], pixel, used["defocus_um"])
+    weights = calibration.weights_at_fresnel_number(blend["weights"], blend["fresnel_number"],
+                                                    fresnel)
+    return calibration.blend_bands(phase, tie, weights, blend["edges_cycles_per_pixel"])
 
 
 def condition(model, i_minus, i_plus, normalization=None, **optics):

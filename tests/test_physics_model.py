@@ -132,6 +132,79 @@ def test_fit_std_scale_finds_the_known_spread():
         calibration.fit_std_scale(estimate, std[:5], truth)
 
 
+def _lowpass(a, cutoff):
+    """`a` with only its FFT coefficients below `cutoff` cycles per pixel."""
+    inside = calibration.band_masks(*a.shape[-2:], (1e-9, cutoff))[0]
+    return np.real(np.fft.ifft2(np.where(inside, np.fft.fft2(a), 0)))
+
+
+def test_fit_band_blend_finds_the_least_squares_weight_of_each_band():
+    # The estimate's error sits below 0.1 cycles per pixel (power A there), the source's
+    # is white (power B): in the low band the best weight is A / (A + B); above it the
+    # estimate is exact and the weight 0; a source equal to the truth gets weight 1.
+    rng = np.random.default_rng(3)
+    truth = rng.standard_normal((200, 32, 32))
+    error = _lowpass(rng.standard_normal(truth.shape), 0.1)
+    estimate = truth + error
+    source = truth + 0.5 * rng.standard_normal(truth.shape)
+    edges = (1e-9, 0.1, 1.0)
+    low = calibration.band_masks(32, 32, edges)[0]
+    power_a = np.mean(np.abs(np.fft.fft2(error)[..., low]) ** 2)
+    power_b = 0.25 * 32 * 32  # white noise of variance 0.25, numpy's unnormalised FFT
+    w_low, w_high = calibration.fit_band_blend(estimate, source, truth, edges)
+    assert w_low == pytest.approx(power_a / (power_a + power_b), abs=0.02)
+    assert w_high == pytest.approx(0.0, abs=0.01)
+    assert calibration.fit_band_blend(estimate, truth, truth, edges) == pytest.approx([1, 1])
+    # The blend with the fitted weights beats either input in the low band.
+    blended = calibration.blend_bands(estimate, source, [w_low, w_high], edges)
+    for other in (estimate, source):
+        assert np.mean(_lowpass(blended - truth, 0.1) ** 2) < np.mean(
+            _lowpass(other - truth, 0.1) ** 2)
+
+
+def test_tie_noise_grows_as_one_over_the_fresnel_number_as_the_blend_assumes():
+    # φ = (π/s)·∇⁻²_pix(ΔI/Ī): the same intensity noise at half the Fresnel number gives
+    # twice the phase noise (ε per pixel⁴ fixed), four times its power, so a band whose
+    # least-squares weight was A / (A + B) at s has A / (A + 4B) at s/2.
+    rng = np.random.default_rng(7)
+    i_minus, i_plus = 1.0 + 0.05 * rng.standard_normal((2, 4, 64, 64))
+    noise = [np.std(tie_phase(i_minus, i_plus, 0.5, 0.2, defocus, 1e-4 / 0.2**4))
+             for defocus in (1.0, 0.5)]
+    assert noise[1] / noise[0] == pytest.approx(2.0, rel=1e-6)
+    power_a, power_b = 0.4, 0.6
+    w = calibration.weights_at_fresnel_number([power_a / (power_a + power_b)], 12.5, 6.25)
+    assert w == pytest.approx([power_a / (power_a + 4 * power_b)])
+    assert calibration.weights_at_fresnel_number([0.3, 0.0], 12.5, 25.0) == [0.3, 0.0]
+
+
+def test_blend_bands_takes_each_band_from_where_its_weight_says():
+    rng = np.random.default_rng(4)
+    estimate, source = rng.standard_normal((2, 3, 24, 24))
+    edges = (1e-9, 0.2, 1.0)
+    np.testing.assert_allclose(calibration.blend_bands(estimate, source, [0, 0], edges),
+                               estimate, atol=1e-5)
+    low = calibration.blend_bands(estimate, source, [1, 0], edges)
+    # The low band (but the image mean, which no band holds) is the source's, the rest
+    # the estimate's.
+    np.testing.assert_allclose(low, estimate - _lowpass(estimate, 0.2) + _lowpass(source, 0.2),
+                               atol=1e-5)
+    half = calibration.blend_bands(estimate, source, [0.5, 0.5], edges)
+    np.testing.assert_allclose(half - half.mean(axis=(-2, -1), keepdims=True),
+                               0.5 * (estimate + source)
+                               - 0.5 * (estimate + source).mean(axis=(-2, -1), keepdims=True),
+                               atol=1e-5)
+    np.testing.assert_allclose(half.mean(axis=(-2, -1)), estimate.mean(axis=(-2, -1)),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="one per band"):
+        calibration.blend_bands(estimate, source, [0.5], edges)
+    with pytest.raises(ValueError, match="one per band"):
+        calibration.blend_bands(estimate, source, [1.5, 0], edges)
+    with pytest.raises(ValueError, match="one shape"):
+        calibration.blend_bands(estimate, source[:2], [0, 0], edges)
+    with pytest.raises(ValueError, match="increasing frequencies"):
+        calibration.band_masks(8, 8, (0.0, 0.5))
+
+
 @pytest.fixture(scope="module")
 def physics_model(tmp_path_factory):
     model = keras_cvdm.CVDM(
@@ -179,6 +252,39 @@ def test_stored_calibration_scales_std_and_the_samples_spread(physics_model):
     np.testing.assert_allclose(samples2 - mean2[:, None], 2.5 * (samples - mean[:, None]),
                                atol=1e-4)
     np.testing.assert_allclose(np.std(samples2, axis=1, ddof=1), std2, rtol=1e-3, atol=1e-6)
+
+
+def test_a_stored_band_blend_moves_the_mean_and_samples_not_the_std(physics_model):
+    i_minus, i_plus = defocus_pair(_smooth_phase(16, seed=6)[None], 0.6, 0.3, 1.5)
+    optics = {"wavelength": 0.6, "pixel_size": 0.3, "defocus": 1.5}
+    mean, std, samples = keras_cvdm.qpi.reconstruct(physics_model, i_minus, i_plus, 3, seed=1,
+                                                    return_samples=True, **optics)
+    blend = {"weights": [0.3, 0.5, 0.2, 0.1, 0.0, 0.0, 0.0],
+             "edges_cycles_per_pixel": [0.5 / 128, 1.5 / 128, 3 / 128, 6 / 128, 12 / 128,
+                                        24 / 128, 48 / 128, 1.0],
+             "tie_regularization_pixel": 1e-7, "fresnel_number": 11.81}
+    blended = keras_cvdm.CVDM.from_config(physics_model.get_config())
+    blended.set_weights(physics_model.get_weights())
+    blended.metadata = dict(physics_model.metadata,
+                            calibration={"band_blend": blend, "std_scale": 2.0})
+    mean2, std2, samples2 = keras_cvdm.qpi.reconstruct(blended, i_minus, i_plus, 3, seed=1,
+                                                       return_samples=True, **optics)
+    # The TIE of the optics passed, not the model's own.
+    tie = tie_phase(i_minus, i_plus, 0.6, 0.3, 1.5, regularization=1e-7 / 0.3**4)
+    # s = 0.6 · 1.5 / 0.3² = 10, below the 11.81 the weights were fitted at: they fall.
+    weights = calibration.weights_at_fresnel_number(blend["weights"], 11.81, 10.0)
+    assert weights[1] == pytest.approx(0.5 / (0.5 + 0.5 * (11.81 / 10) ** 2))
+    expected = calibration.blend_bands(mean, tie, weights, blend["edges_cycles_per_pixel"])
+    np.testing.assert_allclose(mean2, expected, atol=1e-4)
+    assert np.abs(mean2 - mean).max() > 1e-3
+    np.testing.assert_allclose(std2, 2.0 * std, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(samples2.mean(axis=1), mean2, atol=1e-4)
+    np.testing.assert_allclose(samples2 - mean2[:, None], 2.0 * (samples - mean[:, None]),
+                               atol=1e-4)
+    del blend["tie_regularization_pixel"]
+    blended.metadata = dict(physics_model.metadata, calibration={"band_blend": blend})
+    with pytest.raises(ValueError, match="lacks"):
+        keras_cvdm.qpi.reconstruct(blended, i_minus, i_plus, 2)
 
 
 def test_a_physics_model_trains_over_a_range_of_optics():

@@ -218,6 +218,28 @@ def test_a_rerun_with_another_recipe_is_refused(tmp_path):
     preset_training._check_workdir(work, recipe)  # the same recipe: resumes
     with pytest.raises(SystemExit, match=r"differs in: steps\b.*another --workdir"):
         preset_training._check_workdir(work, dict(recipe, steps=8))
+    # What acts only once training is over may change: the run is evaluated again with it.
+    preset_training._check_workdir(work, dict(recipe, eval_images=3, calibration={"seed": 1}))
+
+
+def test_scores_are_reused_only_for_the_same_weights_images_and_calibration(tmp_path):
+    work = str(tmp_path)
+    weights = os.path.join(work, preset_training.FINAL_WEIGHTS)
+    with open(weights, "wb") as f:
+        f.write(b"first weights")
+    calls = []
+
+    def evaluate(model, num_images):
+        calls.append(num_images)
+        return {"call": len(calls)}
+
+    assert preset_training._evaluate(None, evaluate, 4, work, {"seed": 1}) == {"call": 1}
+    assert preset_training._evaluate(None, evaluate, 4, work, {"seed": 1}) == {"call": 1}
+    assert preset_training._evaluate(None, evaluate, 4, work, {"seed": 2}) == {"call": 2}
+    assert preset_training._evaluate(None, evaluate, 5, work, {"seed": 2}) == {"call": 3}
+    with open(weights, "wb") as f:
+        f.write(b"other weights")
+    assert preset_training._evaluate(None, evaluate, 5, work, {"seed": 2}) == {"call": 4}
 
 
 def refined_recipe():
