@@ -10,7 +10,9 @@ A run killed at any point resumes where it stopped when started again with the s
 `--workdir` (and the same recipe and `--steps`), and ends with the weights of an
 uninterrupted run. The work folder holds:
 
-- `recipe.json`: the run's recipe; a rerun with another one is refused;
+- `recipe.json`: the run's recipe; a rerun with another one is refused, except for the
+  keys that act only after training (`AFTER_TRAINING`: the test images, the calibration),
+  with which the finished weights are evaluated again;
 - `backup/`: `keras.callbacks.BackupAndRestore`'s state after the last finished chunk
   (weights, optimizer, chunks done). The whole run's data is simulated up front in a
   fixed order, and a resumed run starts at the first chunk the backup lacks; the
@@ -21,8 +23,9 @@ uninterrupted run. The work folder holds:
   the backup holds, so each appears once;
 - `final.weights.h5` then `trained.json`: the trained (EMA) weights, written atomically
   once training ends; from then on a rerun evaluates without training again;
-- `metrics.json`: the evaluation's scores, with the weights' sha256 and the number of
-  test images they belong to (a rerun that only lacks the preset reuses them).
+- `metrics.json`: the evaluation's scores, with the weights' sha256, the number of test
+  images and the calibration settings they belong to (a rerun that only lacks the preset
+  reuses them).
 
 A recipe may add a second stage, `refine`: from the first stage's final (moving-average)
 weights, training goes on for `refine["steps"]` more steps with a fresh Adam without a

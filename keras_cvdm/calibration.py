@@ -16,8 +16,9 @@ test set they are scored on) and stored in the model's `metadata["calibration"]`
   finds the least-squares `w_b`; `blend_bands` applies them; `band_blend(model)` reads
   them (None when absent), and `weights_at_fresnel_number` lowers them for optics whose
   TIE solve is noisier than on the fields they were fitted on. Bands are in cycles per
-  pixel, so one blend serves every image size; the zero frequency (the free phase
-  constant) is never touched.
+  pixel, so a blend applies to images of any size (the shipped one was fitted and scored
+  on 128² fields; on larger ones the frequencies below its first edge stay the model's).
+  The zero frequency (the free phase constant) is never touched.
 """
 
 from __future__ import annotations
@@ -133,8 +134,22 @@ def fit_band_blend(estimate, source, truth, edges=BLEND_EDGES):
     return weights
 
 
+def _check_weights(weights, edges, name="`weights`"):
+    weights = np.asarray(weights, np.float64)
+    bands = len(edges) - 1
+    if weights.shape != (bands,) or not np.all((weights >= 0) & (weights <= 1)):
+        raise ValueError(
+            f"{name} must be {bands} numbers in [0, 1] (one per band), got "
+            f"{weights.tolist()}."
+        )
+    return weights
+
+
 def blend_bands(estimate, source, weights, edges=BLEND_EDGES):
     """`estimate + Σ_b w_b·P_b(source − estimate)`: band `b` of `source` at weight `w_b`.
+
+    Computed one image at a time in float32 (real FFTs), so a large field costs a few
+    copies of one image, not of the stack.
 
     Args:
         estimate, source: arrays of one shape `(..., H, W)`.
@@ -147,21 +162,28 @@ def blend_bands(estimate, source, weights, edges=BLEND_EDGES):
     Examples:
         >>> import numpy as np
         >>> e, s = np.zeros((8, 8)), np.random.default_rng(0).standard_normal((8, 8))
-        >>> bool(np.allclose(blend_bands(e, s, [1.0], (1e-9, float("inf"))), s - s.mean()))
+        >>> bool(np.allclose(blend_bands(e, s, [1.0], (1e-9, 1.0)), s - s.mean(), atol=1e-6))
         True
     """
-    estimate, source = _shapes(estimate, source)
-    masks = band_masks(*estimate.shape[-2:], edges)
-    weights = np.asarray(weights, np.float64)
-    if weights.shape != (len(masks),) or not np.all((weights >= 0) & (weights <= 1)):
+    estimate, source = np.asarray(estimate), np.asarray(source)
+    if estimate.shape != source.shape or estimate.ndim < 2:
         raise ValueError(
-            f"`weights` must be {len(masks)} numbers in [0, 1] (one per band), got "
-            f"{weights.tolist()}."
+            "estimate and source must share one shape (..., H, W), got "
+            f"{estimate.shape} and {source.shape}."
         )
-    gain = np.tensordot(weights, masks.astype(np.float64), axes=1)
-    e = np.fft.fft2(estimate)
-    blended = e + gain * (np.fft.fft2(source) - e)
-    return np.real(np.fft.ifft2(blended)).astype(np.float32)
+    band_masks(1, 1, edges)  # checks the edges
+    weights = _check_weights(weights, edges)
+    height, width = estimate.shape[-2:]
+    f = np.hypot(np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :])
+    band = np.searchsorted(np.asarray(edges, np.float64), f, side="right") - 1
+    inside = (band >= 0) & (band < len(weights))
+    gain = np.where(inside, weights[np.clip(band, 0, len(weights) - 1)], 0).astype(np.float32)
+    out = np.empty(estimate.shape, np.float32)
+    for at in np.ndindex(estimate.shape[:-2]):
+        e = estimate[at].astype(np.float32)
+        step = np.fft.rfft2(source[at].astype(np.float32) - e)
+        out[at] = e + np.fft.irfft2(gain * step, s=(height, width))
+    return out
 
 
 def weights_at_fresnel_number(weights, fitted, fresnel):
@@ -179,30 +201,47 @@ def weights_at_fresnel_number(weights, fitted, fresnel):
         >>> weights_at_fresnel_number([0.5], fitted=10.0, fresnel=20.0)
         [0.5]
     """
-    grow = max(1.0, (fitted / fresnel) ** 2)
+    # Within the optics check's tolerance of the fitted s the weights are the fitted ones.
+    grow = max(1.0, (fitted / fresnel) ** 2) if fresnel < fitted * (1 - 1e-3) else 1.0
     return [w / (w + (1.0 - w) * grow) if w > 0 else 0.0 for w in weights]
 
 
+#: What `metadata["calibration"]["band_blend"]` holds.
+BAND_BLEND_KEYS = ("weights", "edges_cycles_per_pixel", "tie_regularization_pixel",
+                   "fresnel_number")
+
+
 def band_blend(model):
-    """The blend stored in `model.metadata["calibration"]["band_blend"]`, or None.
+    """The blend stored in `model.metadata["calibration"]["band_blend"]`, checked, or None.
 
     A dict `{"weights": [...], "edges_cycles_per_pixel": [...], "tie_regularization_pixel":
     ε, "fresnel_number": s}`: `keras_cvdm.qpi.reconstruct` blends its posterior mean with
     the TIE solve at regularisation `ε` (per pixel⁴, as `keras_cvdm.layers.tie_mean`) with
     these weights, fitted on images of Fresnel number `s` (`weights_at_fresnel_number`
     adapts them to other optics).
+
+    Raises:
+        ValueError: an entry that is incomplete or out of range, named.
     """
     stored = (getattr(model, "metadata", None) or {}).get("calibration") or {}
     blend = stored.get("band_blend")
     if blend is None:
         return None
-    missing = {"weights", "edges_cycles_per_pixel", "tie_regularization_pixel",
-               "fresnel_number"} - set(blend)
+    where = "metadata['calibration']['band_blend']"
+    missing = [k for k in BAND_BLEND_KEYS if k not in blend]
     if missing:
         raise ValueError(
-            f"metadata['calibration']['band_blend'] lacks {sorted(missing)}; refit it with "
-            "examples/train_qpi_preset.py --eval-only or remove it."
+            f"{where} lacks {missing}; it needs {list(BAND_BLEND_KEYS)} (weights from "
+            "keras_cvdm.calibration.fit_band_blend), or remove it to reconstruct without "
+            "the blend."
         )
+    edges = blend["edges_cycles_per_pixel"]
+    band_masks(1, 1, edges)
+    _check_weights(blend["weights"], edges, f"{where}['weights']")
+    validation.check_number(blend["fresnel_number"], f"{where}['fresnel_number']",
+                            minimum=0, strict=True)
+    validation.check_number(blend["tie_regularization_pixel"],
+                            f"{where}['tie_regularization_pixel']", minimum=0)
     return blend
 
 

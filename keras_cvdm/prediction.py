@@ -11,6 +11,7 @@ PNG or NPY; a multi-page stack gives one result per plane), runs the model's tas
   image-major (page `n · K + k` is sample `k` of result `n`);
 - `prediction.json`: what produced them — the model (preset or file, sha256 of its
   weights), inputs, optics, sampler, steps, samples, the seed actually used, tiling,
+  the calibration the model applied (`keras_cvdm.calibration`: band blend, std factor),
   package, Keras and backend versions, elapsed seconds.
 
 Nothing is written until every input has been read and checked, and an existing result
@@ -200,6 +201,7 @@ def predict_files(inputs, output, *, preset=None, model_file=None, num_samples=8
         sampler=sampler, steps=int(num_steps), samples=int(num_samples), seed=seed,
         batch_size=int(batch_size), tile=tile, overlap=overlap,
         shape=list(mean.shape[1:]), results=len(mean),
+        calibration=(getattr(model, "metadata", None) or {}).get("calibration"),
         versions={"keras_cvdm": __version__, "keras": keras.__version__,
                   "backend": keras.backend.backend()},
     )

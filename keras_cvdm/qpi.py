@@ -34,8 +34,10 @@ def reconstruct(
             a range of optics is told them through its input (the optics channel of
             `QPINormalization`) and solves the TIE with them inside its mean network.
         tile: reconstruct in overlapping `tile`×`tile` windows (`keras_cvdm.tiling`) so
-            memory does not grow with the image; each window's free phase constant is
+            the network's memory does not grow with the image; each window's free phase constant is
             aligned to its neighbours' before blending, so no step appears at tile borders.
+            (A preset's band blend with TIE, `keras_cvdm.calibration`, then takes a few
+            whole-image FFTs per image, computed one image at a time.)
             An image that fits in one tile gives exactly the untiled result.
         overlap: tile overlap in pixels (default `tile // 4`).
         batch_size: (image or tile, sample) pairs per model call (default 16).
@@ -83,6 +85,7 @@ def reconstruct(
             f"i_minus and i_plus differ in shape: {i_minus.shape} vs {i_plus.shape}."
         )
     validation.check_intensity_pair(i_minus, i_plus)
+    blend = calibration.band_blend(model)  # checked before any sampling
     x = condition(model, i_minus, i_plus, norm, wavelength=wavelength,
                   pixel_size=pixel_size, defocus=defocus)
     mean, std, samples = tasks.posterior(
@@ -93,8 +96,9 @@ def reconstruct(
     scale = calibration.std_scale(model)
     span = norm.phase_max - norm.phase_min
     phase = norm.denormalize_phase(mean[..., 0])
-    blended = _blend_with_tie(model, phase, i_minus, i_plus, wavelength=wavelength,
-                              pixel_size=pixel_size, defocus=defocus)
+    blended = phase if blend is None else _blend_with_tie(
+        model, blend, phase, i_minus, i_plus, wavelength=wavelength, pixel_size=pixel_size,
+        defocus=defocus)
     out = [blended, (scale * std[..., 0] * span / 2.0).astype(np.float32)]
     if return_samples:
         deviation = norm.denormalize_phase(samples[..., 0]) - phase[:, None]
@@ -102,22 +106,28 @@ def reconstruct(
     return tuple(a[0] for a in out) if single else tuple(out)
 
 
-def _blend_with_tie(model, phase, i_minus, i_plus, **optics):
-    """`phase` blended per frequency band with the TIE solve, as the model's calibration says."""
-    blend = calibration.band_blend(model)
-    if blend is None:
-        return phase
+def _blend_with_tie(model, blend, phase, i_minus, i_plus, **optics):
+    """`phase` blended per frequency band with the TIE solve (`calibration.band_blend`)."""
     used = tasks.check_optics(model, **optics)
-    pixel = used["pixel_size_um"]
-    tie = physics.tie_phase(
-        i_minus, i_plus, wavelength=used["wavelength_um"], pixel_size=pixel,
-        defocus=used["defocus_um"],
-        regularization=blend["tie_regularization_pixel"] / pixel ** 4,
-    )
-    fresnel = fresnel_number(used["wavelength_um"], pixel, used["defocus_um"])
-    weights = calibration.weights_at_fresnel_number(blend["weights"], blend["fresnel_number"],
-                                                    fresnel)
-    return calibration.blend_bands(phase, tie, weights, blend["edges_cycles_per_pixel"])
+    if len(used) < len(tasks.OPTICS):
+        raise ValueError(
+            "The model's calibration blends its phase with a TIE solve, which needs the "
+            "optics, but its metadata['forward_model'] records only "
+            f"{sorted(used)}: pass wavelength, pixel_size and defocus (micrometres)."
+        )
+    wavelength, pixel, defocus = (used[k] for k in ("wavelength_um", "pixel_size_um",
+                                                    "defocus_um"))
+    weights = calibration.weights_at_fresnel_number(
+        blend["weights"], blend["fresnel_number"], fresnel_number(wavelength, pixel, defocus))
+    regularization = blend["tie_regularization_pixel"] / pixel ** 4
+    out = np.empty_like(phase)
+    for n in range(len(phase)):  # one image at a time: the FFTs are whole-image
+        tie = physics.tie_phase(i_minus[n], i_plus[n], wavelength=wavelength,
+                                pixel_size=pixel, defocus=defocus,
+                                regularization=regularization)
+        out[n] = calibration.blend_bands(phase[n], tie, weights,
+                                         blend["edges_cycles_per_pixel"])
+    return out
 
 
 def condition(model, i_minus, i_plus, normalization=None, **optics):

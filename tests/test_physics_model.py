@@ -255,13 +255,13 @@ def test_stored_calibration_scales_std_and_the_samples_spread(physics_model):
 
 
 def test_a_stored_band_blend_moves_the_mean_and_samples_not_the_std(physics_model):
-    i_minus, i_plus = defocus_pair(_smooth_phase(16, seed=6)[None], 0.6, 0.3, 1.5)
+    # A non-square field, with every band of the blend populated.
+    phase = np.pad(_smooth_phase(32, seed=6), ((0, 0), (8, 8)))
+    i_minus, i_plus = defocus_pair(phase[None], 0.6, 0.3, 1.5)
     optics = {"wavelength": 0.6, "pixel_size": 0.3, "defocus": 1.5}
     mean, std, samples = keras_cvdm.qpi.reconstruct(physics_model, i_minus, i_plus, 3, seed=1,
                                                     return_samples=True, **optics)
-    blend = {"weights": [0.3, 0.5, 0.2, 0.1, 0.0, 0.0, 0.0],
-             "edges_cycles_per_pixel": [0.5 / 128, 1.5 / 128, 3 / 128, 6 / 128, 12 / 128,
-                                        24 / 128, 48 / 128, 1.0],
+    blend = {"weights": [0.6, 0.5, 0.2], "edges_cycles_per_pixel": [0.02, 0.06, 0.15, 1.0],
              "tie_regularization_pixel": 1e-7, "fresnel_number": 11.81}
     blended = keras_cvdm.CVDM.from_config(physics_model.get_config())
     blended.set_weights(physics_model.get_weights())
@@ -269,21 +269,31 @@ def test_a_stored_band_blend_moves_the_mean_and_samples_not_the_std(physics_mode
                             calibration={"band_blend": blend, "std_scale": 2.0})
     mean2, std2, samples2 = keras_cvdm.qpi.reconstruct(blended, i_minus, i_plus, 3, seed=1,
                                                        return_samples=True, **optics)
-    # The TIE of the optics passed, not the model's own.
-    tie = tie_phase(i_minus, i_plus, 0.6, 0.3, 1.5, regularization=1e-7 / 0.3**4)
-    # s = 0.6 · 1.5 / 0.3² = 10, below the 11.81 the weights were fitted at: they fall.
+    # The TIE of the optics passed, not the model's own; s = 0.6 · 1.5 / 0.3² = 10, below
+    # the 11.81 the weights were fitted at: they fall.
     weights = calibration.weights_at_fresnel_number(blend["weights"], 11.81, 10.0)
     assert weights[1] == pytest.approx(0.5 / (0.5 + 0.5 * (11.81 / 10) ** 2))
+    tie = tie_phase(i_minus, i_plus, 0.6, 0.3, 1.5, regularization=1e-7 / 0.3**4)
     expected = calibration.blend_bands(mean, tie, weights, blend["edges_cycles_per_pixel"])
     np.testing.assert_allclose(mean2, expected, atol=1e-4)
-    assert np.abs(mean2 - mean).max() > 1e-3
+    for edges in ([0.02, 0.06], [0.06, 0.15], [0.15, 1.0]):  # each band moved
+        assert np.abs(calibration.blend_bands(mean2 - mean, 0 * mean, [1.0], edges)).max() > 1e-3
+    np.testing.assert_allclose(mean2.mean(), mean.mean(), atol=1e-5)  # not the constant
     np.testing.assert_allclose(std2, 2.0 * std, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(samples2.mean(axis=1), mean2, atol=1e-4)
     np.testing.assert_allclose(samples2 - mean2[:, None], 2.0 * (samples - mean[:, None]),
                                atol=1e-4)
-    del blend["tie_regularization_pixel"]
-    blended.metadata = dict(physics_model.metadata, calibration={"band_blend": blend})
-    with pytest.raises(ValueError, match="lacks"):
+    # A broken entry is refused, named, before any sampling.
+    for broken, message in (({"weights": [0.6, 0.5]}, r"\['weights'\] must be 3 numbers"),
+                            ({"weights": [1.5, 0, 0]}, r"in \[0, 1\]"),
+                            ({"fresnel_number": 0}, "fresnel_number")):
+        blended.metadata = dict(physics_model.metadata,
+                                calibration={"band_blend": dict(blend, **broken)})
+        with pytest.raises(ValueError, match=message):
+            keras_cvdm.qpi.reconstruct(blended, i_minus, i_plus, 2)
+    incomplete = {k: v for k, v in blend.items() if k != "tie_regularization_pixel"}
+    blended.metadata = dict(physics_model.metadata, calibration={"band_blend": incomplete})
+    with pytest.raises(ValueError, match="lacks.*tie_regularization_pixel"):
         keras_cvdm.qpi.reconstruct(blended, i_minus, i_plus, 2)
 
 

@@ -46,6 +46,7 @@ def test_qpi_from_uint16_tiffs_writes_finite_maps_and_a_record(tmp_path):
     assert (record["samples"], record["steps"], record["seed"]) == (2, 2, 3)
     assert record["units"] == "rad" and record["versions"]["keras"]
     assert record["elapsed_seconds"] > 0
+    assert record["calibration"] == model.metadata["calibration"]
     # The files hold what the library returns for the same arrays and seed; the camera's
     # unit (uint16 counts vs float) does not matter: QPI normalises by the mean intensity.
     i_minus = io.read_image(paths[0])
