@@ -71,13 +71,7 @@ def fit_std_scale(estimate, std, truth, k=2.0, coverage=GAUSSIAN_COVERAGE_2SIGMA
 BLEND_EDGES = (0.5 / 128, 1.5 / 128, 3 / 128, 6 / 128, 12 / 128, 24 / 128, 1.0)
 
 
-def band_masks(height, width, edges=BLEND_EDGES):
-    """`(B, H, W)` bool: the FFT coefficients with `edges[b] ≤ |f| < edges[b+1]` (cycles/pixel).
-
-    Examples:
-        >>> band_masks(8, 8, (0.1, 0.3, float("inf"))).sum(axis=(1, 2)).tolist()
-        [20, 43]
-    """
+def _check_edges(edges):
     edges = np.asarray(edges, np.float64)
     if (edges.ndim != 1 or edges.size < 2 or edges[0] <= 0
             or not np.all(edges[1:] > edges[:-1])):
@@ -85,18 +79,27 @@ def band_masks(height, width, edges=BLEND_EDGES):
             "`edges` must be two or more increasing frequencies > 0 in cycles per pixel "
             f"(the last may be inf), got {edges.tolist()}."
         )
-    f = np.hypot(*np.meshgrid(np.fft.fftfreq(height), np.fft.fftfreq(width), indexing="ij"))
-    return np.stack([(f >= lo) & (f < hi) for lo, hi in zip(edges[:-1], edges[1:])])
+    return edges
 
 
-def _shapes(*arrays):
-    arrays = [np.asarray(a, np.float64) for a in arrays]
-    if len({a.shape for a in arrays}) != 1 or arrays[0].ndim < 2:
-        raise ValueError(
-            "the arrays must share one shape (..., H, W), got "
-            f"{', '.join(str(a.shape) for a in arrays)}."
-        )
-    return arrays
+def _band_index(height, width, edges, real=False):
+    """Band of each FFT coefficient (`rfft2`'s half plane when `real`); `B` outside all."""
+    edges = _check_edges(edges)
+    fx = np.fft.rfftfreq(width) if real else np.fft.fftfreq(width)
+    f = np.hypot(np.fft.fftfreq(height)[:, None], fx[None, :])
+    band = np.searchsorted(edges, f, side="right") - 1
+    return np.where((band >= 0) & (band < len(edges) - 1), band, len(edges) - 1)
+
+
+def band_masks(height, width, edges=BLEND_EDGES):
+    """`(B, H, W)` bool: the FFT coefficients with `edges[b] ≤ |f| < edges[b+1]` (cycles/pixel).
+
+    Examples:
+        >>> band_masks(8, 8, (0.1, 0.3, float("inf"))).sum(axis=(1, 2)).tolist()
+        [20, 43]
+    """
+    band = _band_index(height, width, edges)
+    return np.stack([band == b for b in range(len(edges) - 1)])
 
 
 def fit_band_blend(estimate, source, truth, edges=BLEND_EDGES):
@@ -123,7 +126,12 @@ def fit_band_blend(estimate, source, truth, edges=BLEND_EDGES):
         >>> [round(w, 1) for w in fit_band_blend(estimate, source, truth, (0.01, 1.0))]
         [0.2]
     """
-    estimate, source, truth = _shapes(estimate, source, truth)
+    estimate, source, truth = (np.asarray(a, np.float64) for a in (estimate, source, truth))
+    if not estimate.shape == source.shape == truth.shape or estimate.ndim < 2:
+        raise ValueError(
+            "estimate, source and truth must share one shape (..., H, W), got "
+            f"{estimate.shape}, {source.shape} and {truth.shape}."
+        )
     e, s, t = (np.fft.fft2(a) for a in (estimate, source, truth))
     weights = []
     for inside in band_masks(*estimate.shape[-2:], edges):
@@ -171,13 +179,11 @@ def blend_bands(estimate, source, weights, edges=BLEND_EDGES):
             "estimate and source must share one shape (..., H, W), got "
             f"{estimate.shape} and {source.shape}."
         )
-    band_masks(1, 1, edges)  # checks the edges
-    weights = _check_weights(weights, edges)
+    weights = _check_weights(weights, _check_edges(edges))
     height, width = estimate.shape[-2:]
-    f = np.hypot(np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :])
-    band = np.searchsorted(np.asarray(edges, np.float64), f, side="right") - 1
-    inside = (band >= 0) & (band < len(weights))
-    gain = np.where(inside, weights[np.clip(band, 0, len(weights) - 1)], 0).astype(np.float32)
+    # Each coefficient's weight; 0 for those outside every band (the image mean among them).
+    gain = np.append(weights, 0.0).astype(np.float32)[_band_index(height, width, edges,
+                                                                  real=True)]
     out = np.empty(estimate.shape, np.float32)
     for at in np.ndindex(estimate.shape[:-2]):
         e = estimate[at].astype(np.float32)
@@ -202,8 +208,8 @@ def weights_at_fresnel_number(weights, fitted, fresnel):
         [0.5]
     """
     # Within the optics check's tolerance of the fitted s the weights are the fitted ones.
-    grow = max(1.0, (fitted / fresnel) ** 2) if fresnel < fitted * (1 - 1e-3) else 1.0
-    return [w / (w + (1.0 - w) * grow) if w > 0 else 0.0 for w in weights]
+    grow = (fitted / fresnel) ** 2 if fresnel < fitted * (1 - 1e-3) else 1.0
+    return [w / (w + (1.0 - w) * grow) for w in weights]
 
 
 #: What `metadata["calibration"]["band_blend"]` holds.
@@ -235,8 +241,7 @@ def band_blend(model):
             "keras_cvdm.calibration.fit_band_blend), or remove it to reconstruct without "
             "the blend."
         )
-    edges = blend["edges_cycles_per_pixel"]
-    band_masks(1, 1, edges)
+    edges = _check_edges(blend["edges_cycles_per_pixel"])
     _check_weights(blend["weights"], edges, f"{where}['weights']")
     validation.check_number(blend["fresnel_number"], f"{where}['fresnel_number']",
                             minimum=0, strict=True)
